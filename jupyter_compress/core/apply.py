@@ -1,0 +1,241 @@
+"""The verbs: ``compress`` (a new model), ``compress_`` (in place, transactional), ``revert_``.
+
+Apply functions never mutate the modules they are given: they return new modules,
+and this module swaps them into the model. An in-place run keeps the swapped-out
+originals in an undo record, so an exception or KeyboardInterrupt mid-way (or a
+later ``revert_``) puts back the very same module objects: bit-exact by construction.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CompressError, NothingToRevertError, PlanError
+from .metrics import _call, count_nonzero, count_params, eval_mode, measure_latency, model_bytes, relative_error
+from .plan import Plan, current_versions
+from .registry import get_method
+from .report import Report
+
+__all__ = ["compress", "compress_", "revert_", "Context", "applied_plans"]
+
+# model -> stack of undo records (each a list of (layer name, original module)), newest last.
+_UNDO: weakref.WeakKeyDictionary[nn.Module, list[list[tuple[str, nn.Module]]]] = weakref.WeakKeyDictionary()
+# model -> plans applied to it (in place or when it was made by compress), oldest first.
+_APPLIED: weakref.WeakKeyDictionary[nn.Module, list[Plan]] = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass
+class Context:
+    """What a method may use besides the model: a seeded generator and optional data."""
+
+    seed: int
+    generator: torch.Generator
+    data: Any = None
+    step_index: int = 0
+
+
+def applied_plans(model: nn.Module) -> list[Plan]:
+    """The plans that made ``model`` what it is (empty for an uncompressed model)."""
+    return list(_APPLIED.get(model, []))
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    old = parent._modules[attr]
+    parent._modules[attr] = new
+    return old
+
+
+def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
+    for name, old in reversed(swaps):
+        _swap(model, name, old)
+
+
+def _stats(model: nn.Module) -> tuple[int, int, int]:
+    return count_params(model), count_nonzero(model), model_bytes(model)
+
+
+def _as_metrics(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, (int, float)):
+        return {"metric": float(value)}
+    raise CompressError(f"The eval function must return a number or a dict of numbers; it returned {value!r}.")
+
+
+def _run(model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any) -> tuple[list, list, dict]:
+    rows: list = []
+    notes: list[str] = []
+    timings: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(plan.seed)
+    with torch.random.fork_rng(devices=[]):  # methods may draw random numbers; the user's RNG is left alone
+        torch.manual_seed(plan.seed)
+        for index, step in enumerate(plan.steps):
+            method = get_method(step.method)
+            names = step.selector.select(model, method.supported, method.name)
+            start = time.perf_counter()
+            ctx = Context(seed=plan.seed, generator=generator, data=data, step_index=index)
+            with torch.no_grad():
+                result = method.apply(model, names, step.config, ctx)
+            for name, new in result.replacements.items():
+                old = model.get_submodule(name)
+                new.train(old.training)
+                swaps.append((name, _swap(model, name, new)))
+            timings[f"step {index + 1} ({method.name}) s"] = time.perf_counter() - start
+            rows += result.rows
+            notes += [n for n in result.notes if n not in notes]
+    return rows, notes, timings
+
+
+def _compress_into(
+    target: nn.Module,
+    reference: nn.Module,
+    plan: Plan,
+    *,
+    inplace: bool,
+    eval: Callable[[nn.Module], Any] | None,
+    example_inputs: Any,
+    data: Any,
+) -> Report:
+    if not plan.steps:
+        raise PlanError("The plan has no steps; add at least one, e.g. Plan.of(PruneConfig(amount=0.5)).")
+    before = _stats(target)
+    metrics_before: dict[str, Any] = {}
+    reference_out = None
+    if eval is not None:
+        metrics_before = _as_metrics(eval(reference))
+    if example_inputs is not None:
+        with eval_mode(reference), torch.inference_mode():
+            reference_out = _call(reference, example_inputs)
+        metrics_before["latency_ms"] = measure_latency(reference, example_inputs).median_ms
+
+    swaps: list[tuple[str, nn.Module]] = []
+    start = time.perf_counter()
+    try:
+        rows, notes, timings = _run(target, plan, swaps, data)
+    except BaseException:
+        _rollback(target, swaps)  # KeyboardInterrupt included: the model is left as it was
+        raise
+    timings["compress s"] = time.perf_counter() - start
+
+    metrics_after: dict[str, Any] = {}
+    try:
+        if eval is not None:
+            metrics_after = _as_metrics(eval(target))
+        if example_inputs is not None:
+            with eval_mode(target), torch.inference_mode():
+                out = _call(target, example_inputs)
+            if isinstance(out, torch.Tensor) and isinstance(reference_out, torch.Tensor):
+                metrics_after["output_rel_error"] = relative_error(reference_out, out)
+            metrics_after["latency_ms"] = measure_latency(target, example_inputs).median_ms
+    except BaseException:
+        if inplace:
+            _rollback(target, swaps)
+        raise
+
+    after = _stats(target)
+    if inplace:
+        _UNDO.setdefault(target, []).append(swaps)
+    ran = dataclasses.replace(plan, versions=current_versions())
+    _APPLIED.setdefault(target, []).append(ran)
+    return Report(
+        rows=rows,
+        plan=ran.to_dict(),
+        model_params_before=before[0],
+        model_params_after=after[0],
+        model_nonzeros_before=before[1],
+        model_nonzeros_after=after[1],
+        model_bytes_before=before[2],
+        model_bytes_after=after[2],
+        metrics_before=metrics_before,
+        metrics_after=metrics_after,
+        timings=timings,
+        notes=notes,
+        inplace=inplace,
+    )
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"Expected a torch.nn.Module to compress; got a {type(model).__name__}.")
+
+
+def compress(
+    model: nn.Module,
+    plan: Any,
+    *,
+    eval: Callable[[nn.Module], Any] | None = None,
+    example_inputs: Any = None,
+    data: Any = None,
+) -> tuple[nn.Module, Report]:
+    """Compress a copy of ``model`` by ``plan``; return ``(new_model, report)``.
+
+    ``model`` is never changed. ``plan`` may be a :class:`Plan`, a method config,
+    a list of configs, a dict or YAML/JSON text. ``eval(model)`` (a number or a dict
+    of numbers) and ``example_inputs`` (for latency and output error) add metrics.
+
+    The copy is a full deep copy: sharing the untouched layers would save memory,
+    but then fine-tuning the compressed model would silently train the original.
+    """
+    _check_model(model)
+    plan = Plan.coerce(plan)
+    for step in plan.steps:  # validate names and selectors before paying for a copy
+        get_method(step.method)
+    try:
+        new = copy.deepcopy(model)
+    except Exception as exc:  # some custom modules hold handles that cannot be copied
+        raise CompressError(
+            f"Could not copy the model ({type(exc).__name__}: {exc}); use compress_(model, plan) to work in place."
+        ) from exc
+    _APPLIED[new] = list(_APPLIED.get(model, []))
+    report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data)
+    return new, report
+
+
+def compress_(
+    model: nn.Module,
+    plan: Any,
+    *,
+    eval: Callable[[nn.Module], Any] | None = None,
+    example_inputs: Any = None,
+    data: Any = None,
+) -> Report:
+    """Compress ``model`` in place; transactional (a failure leaves it bit-identical).
+
+    The replaced layers are kept so that :func:`revert_` can restore them exactly;
+    call ``forget_undo(model)`` to free that memory once you are sure.
+    """
+    _check_model(model)
+    plan = Plan.coerce(plan)
+    # "before" metrics are measured on the model before any layer is swapped, so no copy is needed.
+    return _compress_into(model, model, plan, inplace=True, eval=eval, example_inputs=example_inputs, data=data)
+
+
+def revert_(model: nn.Module) -> nn.Module:
+    """Undo every in-place compression of ``model``, restoring the original layers exactly."""
+    _check_model(model)
+    stack = _UNDO.get(model)
+    if not stack:
+        raise NothingToRevertError(
+            "This model holds no in-place compression to revert; compress() returns a new model "
+            "and leaves the original unchanged, so keep using the original."
+        )
+    while stack:
+        _rollback(model, stack.pop())
+    _UNDO.pop(model, None)
+    _APPLIED.pop(model, None)
+    return model
+
+
+def forget_undo(model: nn.Module) -> None:
+    """Drop the undo record of ``model`` (frees the original layers; revert_ is then impossible)."""
+    _UNDO.pop(model, None)

@@ -1,0 +1,189 @@
+"""Method configurations: frozen, keyword-only dataclasses with checked fields.
+
+Each field is declared with :func:`param`, which carries the help text (used by
+the magics' ``--help`` and later the tuning panel) and a constraint that is
+checked when the config is built, so an invalid config cannot exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from ..errors import InvalidConfigError
+
+__all__ = ["MethodConfig", "param", "Interval", "OneOf", "RankSpec", "IntAtLeast", "parse_rank"]
+
+
+class Constraint:
+    """A rule a field value must satisfy; ``describe`` completes 'must be ...'."""
+
+    def check(self, value: Any) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def normalize(self, value: Any) -> Any:
+        return value
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Interval(Constraint):
+    """A real number in an interval; ``closed`` is one of '[]', '[)', '(]', '()'."""
+
+    def __init__(self, low: float, high: float, closed: str = "[]", integer: bool = False):
+        self.low, self.high, self.closed, self.integer = low, high, closed, integer
+
+    def check(self, value: Any) -> bool:
+        if not _is_real(value):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        lo_ok = value >= self.low if self.closed[0] == "[" else value > self.low
+        hi_ok = value <= self.high if self.closed[1] == "]" else value < self.high
+        return lo_ok and hi_ok
+
+    def describe(self) -> str:
+        kind = "an int" if self.integer else "a float"
+        return f"{kind} in {self.closed[0]}{self.low:g}, {self.high:g}{self.closed[1]}"
+
+    def normalize(self, value: Any) -> Any:
+        return value if self.integer else float(value)
+
+
+class IntAtLeast(Constraint):
+    def __init__(self, low: int):
+        self.low = low
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= self.low
+
+    def describe(self) -> str:
+        return f"an int >= {self.low}"
+
+
+class OneOf(Constraint):
+    def __init__(self, *options: Any):
+        self.options = options
+
+    def check(self, value: Any) -> bool:
+        return value in self.options
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(o) for o in self.options)
+
+
+def parse_rank(value: Any) -> tuple[str, float]:
+    """Classify a rank spec: ``('int', r)``, ``('fraction', f)`` or ``('energy', e)``.
+
+    Raises ``ValueError`` when the value is not a valid rank spec.
+    """
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        if value >= 1:
+            return "int", value
+        raise ValueError(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and 0.0 < value <= 1.0:
+            return "fraction", value
+        raise ValueError(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text.startswith("energy:"):
+            energy = float(text.split(":", 1)[1])
+            if 0.0 < energy <= 1.0:
+                return "energy", energy
+        raise ValueError(value)
+    raise ValueError(value)
+
+
+class RankSpec(Constraint):
+    """A rank: an int >= 1, a float in (0, 1] (fraction of parameters kept), or 'energy:E'."""
+
+    def check(self, value: Any) -> bool:
+        try:
+            parse_rank(value)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def describe(self) -> str:
+        return "an int >= 1, a float in (0, 1] (fraction of parameters to keep) or 'energy:E' with E in (0, 1]"
+
+    def normalize(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return "energy:" + repr(parse_rank(value)[1])
+        return value
+
+
+def param(default: Any, *, help: str, check: Constraint | None = None, choices: Sequence[Any] | None = None):
+    """Declare a config field with help text and a constraint."""
+    if choices is not None:
+        check = OneOf(*choices)
+    return dataclasses.field(default=default, metadata={"help": help, "check": check})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Base class of every method configuration.
+
+    Subclasses are ``@dataclass(frozen=True, kw_only=True)`` and declare fields
+    with :func:`param`. ``method`` is the registry name, set by registration.
+    """
+
+    method: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check: Constraint | None = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is None:
+                continue
+            if not check.check(value):
+                raise InvalidConfigError(
+                    f"The {f.name!r} parameter of {type(self).__name__} must be {check.describe()}. "
+                    f"Got {value!r} instead."
+                )
+            object.__setattr__(self, f.name, check.normalize(value))
+
+    # -- serialization -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MethodConfig:
+        unknown = set(data) - set(cls.field_names())
+        if unknown:
+            raise InvalidConfigError(
+                f"{cls.__name__} has no parameter {sorted(unknown)[0]!r}; "
+                f"its parameters are {', '.join(cls.field_names())}."
+            )
+        return cls(**data)
+
+    @classmethod
+    def describe_fields(cls) -> list[dict[str, Any]]:
+        """Field metadata for help texts, magics and widgets."""
+        out = []
+        for f in dataclasses.fields(cls):
+            check = f.metadata.get("check")
+            out.append(
+                {
+                    "name": f.name,
+                    "default": f.default,
+                    "help": f.metadata.get("help", ""),
+                    "rule": check.describe() if check else "any value",
+                    "choices": list(check.options) if isinstance(check, OneOf) else None,
+                }
+            )
+        return out

@@ -1,0 +1,183 @@
+"""Basic measures: parameters, bytes by dtype, sparse encodings, latency, accuracy, hashes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "count_params",
+    "count_nonzero",
+    "bytes_by_dtype",
+    "model_bytes",
+    "sparse_encoding_bytes",
+    "Latency",
+    "measure_latency",
+    "accuracy",
+    "state_dict_hash",
+    "relative_error",
+    "eval_mode",
+]
+
+
+def _unique_tensors(module: nn.Module, buffers: bool = True) -> Iterator[torch.Tensor]:
+    seen: set[int] = set()
+    tensors = list(module.parameters())
+    if buffers:
+        tensors += list(module.buffers())
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            yield t
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameter elements (tied parameters counted once)."""
+    return sum(p.numel() for p in _unique_tensors(module, buffers=False))
+
+
+def count_nonzero(module: nn.Module) -> int:
+    """Number of non-zero parameter elements."""
+    return sum(int(torch.count_nonzero(p.detach())) for p in _unique_tensors(module, buffers=False))
+
+
+def bytes_by_dtype(module: nn.Module, buffers: bool = True) -> dict[str, int]:
+    """Bytes held in memory by parameters (and buffers), per dtype name."""
+    out: dict[str, int] = {}
+    for t in _unique_tensors(module, buffers=buffers):
+        key = str(t.dtype).replace("torch.", "")
+        out[key] = out.get(key, 0) + t.numel() * t.element_size()
+    return out
+
+
+def model_bytes(module: nn.Module, buffers: bool = True) -> int:
+    return sum(bytes_by_dtype(module, buffers).values())
+
+
+def sparse_encoding_bytes(tensor: torch.Tensor) -> tuple[int, str]:
+    """Bytes the tensor would take in the smaller of two sparse encodings, and its name.
+
+    - ``csr``: non-zero values + an int32 column index per value + int32 row pointers;
+    - ``bitmap``: non-zero values + one bit per element.
+    A dense tensor is cheaper than both when it has few zeros; then ``dense`` is returned.
+    """
+    t = tensor.detach()
+    numel, itemsize = t.numel(), t.element_size()
+    nnz = int(torch.count_nonzero(t))
+    rows = t.shape[0] if t.dim() > 1 else 1
+    candidates = {
+        "dense": numel * itemsize,
+        "csr": nnz * (itemsize + 4) + (rows + 1) * 4,
+        "bitmap": nnz * itemsize + (numel + 7) // 8,
+    }
+    name = min(candidates, key=lambda k: (candidates[k], k != "dense"))
+    return candidates[name], name
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode, then restore each module's own flag."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    p95_ms: float
+    min_ms: float
+    repeats: int
+    batch_size: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def measure_latency(
+    model: nn.Module, example_inputs: Any, *, repeats: int = 30, warmup: int = 5, min_time_s: float = 0.0
+) -> Latency:
+    """Wall-clock latency of one forward pass: median and p95 over ``repeats`` after ``warmup``.
+
+    Runs under ``torch.inference_mode`` in eval mode (flags restored afterwards).
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got repeats={repeats}, warmup={warmup}.")
+    times: list[float] = []
+    with eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            _call(model, example_inputs)
+        start_all = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start_all < min_time_s:
+            start = time.perf_counter()
+            _call(model, example_inputs)
+            times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    first = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+    batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+    return Latency(statistics.median(times), p95, times[0], len(times), batch)
+
+
+def accuracy(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    transform: Callable[[Any], torch.Tensor] | None = None,
+) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of a classifier on tensors ``inputs``/``targets``."""
+    if len(inputs) != len(targets):
+        raise ValueError(f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}.")
+    if len(inputs) == 0:
+        raise ValueError("accuracy needs at least one example; got empty inputs.")
+    correct = 0
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            out = model(inputs[start : start + batch_size])
+            if transform is not None:
+                out = transform(out)
+            correct += int((out.argmax(dim=-1) == targets[start : start + batch_size]).sum())
+    return correct / len(inputs)
+
+
+def state_dict_hash(model: nn.Module | dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the state_dict (order-independent)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def relative_error(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """||reference - approx||_F / ||reference||_F (0 when both are zero)."""
+    ref = reference.detach().double()
+    denom = torch.linalg.vector_norm(ref)
+    diff = torch.linalg.vector_norm(ref - approx.detach().double())
+    if denom == 0:
+        return 0.0 if diff == 0 else float("inf")
+    return float(diff / denom)

@@ -1,0 +1,51 @@
+"""Error hierarchy.
+
+Every error a user can cause derives from :class:`CompressError` *and* from the
+builtin it is a kind of, so ``except ValueError`` keeps working (PEFT's style).
+Messages are one line that names the bad value and says what to do instead.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CompressError",
+    "InvalidConfigError",
+    "SelectorError",
+    "PlanError",
+    "UnknownMethodError",
+    "SchemaVersionError",
+    "LayerNotSupportedError",
+    "NothingToRevertError",
+]
+
+
+class CompressError(Exception):
+    """Base class of every error raised by jupyter_compress."""
+
+
+class InvalidConfigError(CompressError, ValueError):
+    """A method configuration has a value outside its allowed range."""
+
+
+class SelectorError(CompressError, ValueError):
+    """A layer selector names a layer that does not exist or matches nothing."""
+
+
+class PlanError(CompressError, ValueError):
+    """A plan (JSON / YAML / dict) is malformed."""
+
+
+class UnknownMethodError(PlanError):
+    """A plan step names a method that is not registered."""
+
+
+class SchemaVersionError(PlanError):
+    """A plan was written by a newer version of the plan schema."""
+
+
+class LayerNotSupportedError(CompressError, TypeError):
+    """A layer explicitly selected is of a type the method cannot handle."""
+
+
+class NothingToRevertError(CompressError, RuntimeError):
+    """``revert_`` was called on a model that holds no in-place compression."""

@@ -1,0 +1,11 @@
+"""Built-in methods; importing this package registers them.
+
+One module per family. tensorly is imported inside the decomposition functions
+only, so ``import jupyter_compress`` stays light.
+"""
+
+from . import decompose, prune  # noqa: F401
+from .decompose import SVDConfig
+from .prune import PruneConfig
+
+__all__ = ["PruneConfig", "SVDConfig"]
