@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from ..errors import CompressError, NothingToRevertError, PlanError
-from .metrics import _call, count_nonzero, count_params, eval_mode, measure_latency, model_bytes, relative_error
+from .metrics import (
+    _call,
+    count_nonzero,
+    count_params,
+    eval_mode,
+    measure_latency,
+    model_bytes,
+    relative_error,
+)
 from .plan import Plan, current_versions
 from .registry import get_method
 from .report import Report

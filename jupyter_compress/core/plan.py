@@ -45,7 +45,7 @@ def current_versions() -> dict[str, str]:
 
     from .. import __version__
 
-    versions = {"jupyter_compress": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {"jupyter_compress": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
     try:
         versions["tensorly"] = md.version("tensorly")  # metadata only: does not import tensorly
     except md.PackageNotFoundError:

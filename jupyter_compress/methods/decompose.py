@@ -22,6 +22,11 @@ from ._common import layer_row
 __all__ = ["SVDConfig", "choose_rank", "linear_svd"]
 
 
+# Parents whose forward reads a child Linear's ``.weight`` (fused attention / fast paths):
+# replacing that child by two Linears would crash them, so such layers are skipped and named.
+_READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SVDConfig(MethodConfig):
     """Truncated SVD of Linear layers into two smaller Linears."""
@@ -78,9 +83,9 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
         out_f, in_f = old.out_features, old.in_features
         parent_name = name.rpartition(".")[0]
         parent = model.get_submodule(parent_name) if parent_name else model
-        if isinstance(parent, nn.MultiheadAttention):
-            rows.append(layer_row(name, "svd", old, None, skipped="nn.MultiheadAttention reads this "
-                                  "projection's weight directly, so it cannot be split into two layers"))
+        if isinstance(parent, _READS_CHILD_WEIGHTS):
+            rows.append(layer_row(name, "svd", old, None, skipped=f"its parent {type(parent).__name__} reads "
+                                  "this layer's .weight directly, so it cannot be split into two layers"))
             continue
         max_rank = min(out_f, in_f)
         if kind == "int" and config.rank > max_rank:
