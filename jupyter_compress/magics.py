@@ -20,7 +20,7 @@ from .core.config import parse_rank
 from .core.plan import Plan, Step
 from .core.selection import Selector
 from .errors import CompressError
-from .methods import PruneConfig, SVDConfig
+from .methods import PruneConfig, StructuredPruneConfig, SVDConfig
 
 __all__ = ["CompressMagics", "load_ipython_extension"]
 
@@ -78,13 +78,15 @@ def _names(text: str) -> list[str]:
 
 def build_parser() -> _Parser:
     p = _Parser(prog="%compress", add_help=False, description="Compress a copy of MODEL (or MODEL itself with "
-                "--inplace) and show a report. Steps run in the order: --svd, then --prune. "
+                "--inplace) and show a report. Steps run in the order: --structured, --svd, --prune. "
                 "In a %%compress cell, the body is a YAML plan and replaces the method options.")
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
     p.add_argument("--prune", type=_amount, metavar="AMOUNT",
                    help="unstructured magnitude pruning: " + _field_help(PruneConfig, "amount"))
     p.add_argument("--scope", choices=("layer", "global"), default=None,
                    help="with --prune: " + _field_help(PruneConfig, "scope"))
+    p.add_argument("--structured", type=_amount, metavar="AMOUNT",
+                   help="structured pruning (needs --example): " + _field_help(StructuredPruneConfig, "amount"))
     p.add_argument("--svd", type=_rank, metavar="RANK", help="truncated SVD of Linear layers: "
                    + _field_help(SVDConfig, "rank"))
     p.add_argument("--layers", type=_names, default=[], metavar="L1,L2",
@@ -143,12 +145,14 @@ class CompressMagics(Magics):
     def _plan_from_options(self, args: argparse.Namespace) -> Plan:
         selector = Selector(layers=tuple(args.layers), exclude=tuple(args.exclude))
         steps = []
+        if args.structured is not None:
+            steps.append(Step(StructuredPruneConfig(amount=args.structured), selector))
         if args.svd is not None:
             steps.append(Step(SVDConfig(rank=args.svd), selector))
         if args.prune is not None:
             steps.append(Step(PruneConfig(amount=args.prune, scope=args.scope or "layer"), selector))
         if not steps:
-            raise UsageError("%compress: give at least one method, e.g. --prune 0.5 or --svd 0.5 "
+            raise UsageError("%compress: give at least one method, e.g. --prune 0.5, --structured 0.5 or --svd 0.5 "
                              "(or a %%compress cell with a YAML plan).")
         return Plan(tuple(steps), seed=self.seed if args.seed is None else args.seed)
 
@@ -226,7 +230,7 @@ class CompressMagics(Magics):
         print(f"reverted {name} to its original layers")
 
 
-_METHOD_OPTIONS = {"--prune": 1, "--svd": 1, "--scope": 1, "--layers": 1, "--exclude": 1, "--seed": 1}
+_METHOD_OPTIONS = {"--prune": 1, "--structured": 1, "--svd": 1, "--scope": 1, "--layers": 1, "--exclude": 1, "--seed": 1}
 
 
 def _strip_method_options(tokens: list[str]) -> list[str]:

@@ -37,8 +37,9 @@ def test_contract(method, family):
     with torch.no_grad():
         ref = model(x)
     plan = jc.Plan.of(default_config(method), seed=7)
+    # example inputs are given to every method: structured pruning traces with them, all report latency
 
-    small, report = jc.compress(model, plan)
+    small, report = jc.compress(model, plan, example_inputs=x)
 
     # the live model is untouched by compress
     assert jc.state_dict_hash(model) == original_hash
@@ -64,7 +65,7 @@ def test_contract(method, family):
     # replaying the saved plan on a fresh copy with the same seed gives an identical state_dict
     replayed_plan = jc.Plan.from_yaml(jc.Plan.from_dict(report.plan).to_yaml())
     fresh, _ = make(family)
-    again, _ = jc.compress(fresh, replayed_plan)
+    again, _ = jc.compress(fresh, replayed_plan, example_inputs=x)
     assert jc.state_dict_hash(again) == jc.state_dict_hash(small)
 
 
@@ -75,7 +76,7 @@ def test_inplace_then_revert_is_bit_exact(method, family):
     modules_before = dict(model.named_modules())
     with torch.no_grad():
         ref = model(x)
-    report = jc.compress_(model, default_config(method))
+    report = jc.compress_(model, default_config(method), example_inputs=x)
     assert report.inplace
     assert jc.state_dict_hash(model) != original_hash
     jc.revert_(model)

@@ -47,6 +47,7 @@ class Context:
     seed: int
     generator: torch.Generator
     data: Any = None
+    example_inputs: Any = None
     step_index: int = 0
 
 
@@ -80,7 +81,9 @@ def _as_metrics(value: Any) -> dict[str, Any]:
     raise CompressError(f"The eval function must return a number or a dict of numbers; it returned {value!r}.")
 
 
-def _run(model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any) -> tuple[list, list, dict]:
+def _run(
+    model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any
+) -> tuple[list, list, dict]:
     rows: list = []
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -91,7 +94,8 @@ def _run(model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data:
             method = get_method(step.method)
             names = step.selector.select(model, method.supported, method.name)
             start = time.perf_counter()
-            ctx = Context(seed=plan.seed, generator=generator, data=data, step_index=index)
+            ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
+                          step_index=index)
             with torch.no_grad():
                 result = method.apply(model, names, step.config, ctx)
             for name, new in result.replacements.items():
@@ -129,7 +133,7 @@ def _compress_into(
     swaps: list[tuple[str, nn.Module]] = []
     start = time.perf_counter()
     try:
-        rows, notes, timings = _run(target, plan, swaps, data)
+        rows, notes, timings = _run(target, plan, swaps, data, example_inputs)
     except BaseException:
         _rollback(target, swaps)  # KeyboardInterrupt included: the model is left as it was
         raise

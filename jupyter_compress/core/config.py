@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ..errors import InvalidConfigError
 
-__all__ = ["MethodConfig", "param", "Interval", "OneOf", "RankSpec", "IntAtLeast", "parse_rank"]
+__all__ = ["MethodConfig", "param", "Interval", "OneOf", "Boolean", "RankSpec", "IntAtLeast", "parse_rank"]
 
 
 class Constraint:
@@ -66,6 +66,14 @@ class IntAtLeast(Constraint):
 
     def describe(self) -> str:
         return f"an int >= {self.low}"
+
+
+class Boolean(Constraint):
+    def check(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def describe(self) -> str:
+        return "True or False"
 
 
 class OneOf(Constraint):

@@ -4,8 +4,9 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, prune  # noqa: F401
+from . import decompose, prune, structured  # noqa: F401
 from .decompose import SVDConfig
 from .prune import PruneConfig
+from .structured import StructuredPruneConfig
 
-__all__ = ["PruneConfig", "SVDConfig"]
+__all__ = ["PruneConfig", "SVDConfig", "StructuredPruneConfig"]
