@@ -26,7 +26,7 @@ from .errors import (
     SelectorError,
     UnknownMethodError,
 )
-from .methods import PruneConfig, SVDConfig
+from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 
 __all__ = [
     "__version__",
@@ -43,6 +43,8 @@ __all__ = [
     "MethodConfig",
     "PruneConfig",
     "SVDConfig",
+    "StructuredPruneConfig",
+    "NMConfig",
     "register_method",
     "get_method",
     "list_methods",

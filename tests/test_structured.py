@@ -91,3 +91,19 @@ def test_bad_amount_and_model_unchanged():
     jc.compress(model, StructuredPruneConfig(amount=0.5), example_inputs=x)
     assert jc.state_dict_hash(model) == before
     assert isinstance(model.stem[0], nn.Conv2d) and model.stem[0].out_channels == 16
+
+
+def test_resnet18_really_shrinks_and_still_runs():
+    from benchmarks.resnet import ResNet18
+
+    model = ResNet18(num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    small, report = jc.compress(model, StructuredPruneConfig(amount=0.5), example_inputs=x)
+    assert small(x).shape == (2, 10)
+    assert jc.count_params(small) < jc.count_params(model) / 3
+    # the stem is protected, so the residual stream of layer1 (coupled to its outputs) stays 64 wide
+    assert small.conv1.out_channels == 64 and small.layer1[0].conv2.out_channels == 64
+    assert small.layer1[0].conv1.out_channels == 32  # inside a block: halved
+    assert small.layer4[1].conv2.out_channels == small.fc.in_features == 256
+    assert "coupled" in {r.name: r.skipped for r in report.skipped_rows}["layer1.0.conv2"]
+    assert jc.count_params(model) == 11_181_642  # the original is untouched (ResNet-18 with 10 classes)
