@@ -41,6 +41,18 @@ def test_global_scope_ranks_all_layers_together():
     assert all(w.abs()[p != 0].min() >= threshold for w, p in zip(weights, pruned))
 
 
+def test_random_criterion_is_seeded_and_exact_in_count():
+    model, _ = make("mlp")
+    plan = jc.Plan.of(jc.PruneConfig(amount=0.5, criterion="random"), seed=5)
+    a, _ = jc.compress(model, plan)
+    b, _ = jc.compress(model, plan)
+    c, _ = jc.compress(model, jc.Plan.of(jc.PruneConfig(amount=0.5, criterion="random"), seed=6))
+    assert jc.state_dict_hash(a) == jc.state_dict_hash(b) != jc.state_dict_hash(c)
+    assert int((a.fc1.weight == 0).sum()) == 32 * 64 // 2
+    magnitude, _ = jc.compress(model, jc.PruneConfig(amount=0.5))
+    assert not torch.equal(a.fc1.weight != 0, magnitude.fc1.weight != 0)
+
+
 def test_pruned_model_equals_dense_model_with_zeroed_weights():
     model, x = make("cnn")
     small, _ = jc.compress(model, jc.PruneConfig(amount=0.5))

@@ -35,6 +35,8 @@ class PruneConfig(MethodConfig):
     amount: float = param(0.5, help="fraction of the weights to set to zero", check=Interval(0.0, 1.0, "[)"))
     scope: str = param("layer", help="'layer': the same fraction in each layer; 'global': rank all "
                        "selected weights together", choices=("layer", "global"))
+    criterion: str = param("magnitude", help="'magnitude': zero the smallest |w|; 'random': zero a random "
+                           "subset (a baseline for teaching; seeded by the plan)", choices=("magnitude", "random"))
 
 
 def _smallest_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
@@ -46,10 +48,17 @@ def _smallest_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view_as(magnitudes)
 
 
-def _masks(weights: list[torch.Tensor], config: PruneConfig) -> list[torch.Tensor]:
+def _scores(w: torch.Tensor, config: PruneConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.criterion == "random":
+        return torch.rand(w.shape, generator=generator).to(w.device)
+    return w.detach().abs().float()
+
+
+def _masks(weights: list[torch.Tensor], config: PruneConfig, generator: torch.Generator) -> list[torch.Tensor]:
     if config.scope == "layer":
-        return [_smallest_mask(w.abs(), int(round(config.amount * w.numel()))) for w in weights]
-    flat = torch.cat([w.detach().abs().float().flatten().cpu() for w in weights])
+        return [_smallest_mask(_scores(w, config, generator), int(round(config.amount * w.numel())))
+                for w in weights]
+    flat = torch.cat([_scores(w, config, generator).flatten().cpu() for w in weights])
     keep = _smallest_mask(flat, int(round(config.amount * flat.numel())))
     masks, start = [], 0
     for w in weights:
@@ -68,7 +77,7 @@ def _masks(weights: list[torch.Tensor], config: PruneConfig) -> list[torch.Tenso
 )
 def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) -> MethodResult:
     modules = [model.get_submodule(n) for n in names]
-    masks = _masks([m.weight.detach() for m in modules], config)
+    masks = _masks([m.weight.detach() for m in modules], config, ctx.generator)
     replacements, rows = {}, []
     dense_total = sparse_total = 0
     for name, old, mask in zip(names, modules, masks):
