@@ -20,7 +20,7 @@ from .core.config import parse_rank
 from .core.plan import Plan, Step
 from .core.selection import Selector
 from .errors import CompressError
-from .methods import PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 
 __all__ = ["CompressMagics", "load_ipython_extension"]
 
@@ -72,13 +72,21 @@ def _amount(text: str) -> float:
         raise UsageError(f"%compress: amount {text!r} is not a number; give a fraction such as --prune 0.5.") from None
 
 
+def _nm(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise UsageError(f"%compress: --nm {text!r} is not N:M; give two ints such as --nm 2:4.") from None
+    return n, m
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def build_parser() -> _Parser:
     p = _Parser(prog="%compress", add_help=False, description="Compress a copy of MODEL (or MODEL itself with "
-                "--inplace) and show a report. Steps run in the order: --structured, --svd, --prune. "
+                "--inplace) and show a report. Steps run in the order: --structured, --svd, --prune, --nm. "
                 "In a %%compress cell, the body is a YAML plan and replaces the method options.")
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
     p.add_argument("--prune", type=_amount, metavar="AMOUNT",
@@ -87,6 +95,8 @@ def build_parser() -> _Parser:
                    help="with --prune: " + _field_help(PruneConfig, "scope"))
     p.add_argument("--structured", type=_amount, metavar="AMOUNT",
                    help="structured pruning (needs --example): " + _field_help(StructuredPruneConfig, "amount"))
+    p.add_argument("--nm", type=_nm, metavar="N:M",
+                   help="N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)")
     p.add_argument("--svd", type=_rank, metavar="RANK", help="truncated SVD of Linear layers: "
                    + _field_help(SVDConfig, "rank"))
     p.add_argument("--layers", type=_names, default=[], metavar="L1,L2",
@@ -151,6 +161,8 @@ class CompressMagics(Magics):
             steps.append(Step(SVDConfig(rank=args.svd), selector))
         if args.prune is not None:
             steps.append(Step(PruneConfig(amount=args.prune, scope=args.scope or "layer"), selector))
+        if args.nm is not None:
+            steps.append(Step(NMConfig(n=args.nm[0], m=args.nm[1]), selector))
         if not steps:
             raise UsageError("%compress: give at least one method, e.g. --prune 0.5, --structured 0.5 or --svd 0.5 "
                              "(or a %%compress cell with a YAML plan).")
@@ -230,7 +242,7 @@ class CompressMagics(Magics):
         print(f"reverted {name} to its original layers")
 
 
-_METHOD_OPTIONS = {"--prune": 1, "--structured": 1, "--svd": 1, "--scope": 1, "--layers": 1, "--exclude": 1, "--seed": 1}
+_METHOD_OPTIONS = {"--prune": 1, "--nm": 1, "--structured": 1, "--svd": 1, "--scope": 1, "--layers": 1, "--exclude": 1, "--seed": 1}
 
 
 def _strip_method_options(tokens: list[str]) -> list[str]:

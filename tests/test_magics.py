@@ -86,6 +86,16 @@ def test_emit_config_writes_a_cell_that_reproduces_the_result(shell, ns):
     assert jc.state_dict_hash(ns["small"]) == expected
 
 
+def test_structured_and_nm_options(shell, ns):
+    run(shell, "deep = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))")
+    run(shell, "%compress deep --structured 0.5 --example x --as narrow --no-report")
+    # first and last layers are protected; the middle layer loses half its neurons, the head's inputs follow
+    assert ns["narrow"][2].out_features == 32 and ns["narrow"][4].in_features == 32
+    run(shell, "%compress model --nm 2:4 --as sparse24 --no-report")
+    w = ns["sparse24"][0].weight.detach().reshape(-1, 4)
+    assert ((w != 0).sum(dim=1) == 2).all()
+
+
 def test_cell_magic_takes_a_yaml_plan(shell, ns):
     run(shell, "%%compress model --as tiny --no-report\nsteps:\n- {method: svd, rank: 2}\n")
     assert ns["tiny"][0][0].out_features == 2
@@ -104,6 +114,9 @@ def test_cell_magic_takes_a_yaml_plan(shell, ns):
         ("%compress model --prune 0.5 --layers fc9", "The model has no layer named 'fc9'"),
         ("%compress model --prune 0.5 --layers re:conv.*", "matches no layer"),
         ("%compress model --bogus 1", "unrecognized arguments: --bogus"),
+        ("%compress model --nm 4:2", "must be smaller than 'm' (2). Got n=4"),
+        ("%compress model --nm two", "--nm 'two' is not N:M"),
+        ("%compress model --structured 0.5", "needs example inputs"),
         ("%compress model", "give at least one method"),
         ("%compress model --prune 0.5 --eval nothing", "eval function 'nothing' is not defined"),
         ("%compress model --prune 0.5 --eval x", "--eval 'x' is not callable"),
