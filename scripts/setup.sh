@@ -25,7 +25,7 @@ VPY=.venv/bin/python
 : >"$LOG"
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
     echo "[setup] installing torch (CPU build)" >&2
-    pipq install -c constraints.txt "torch==2.13.0"
+    pipq install -c constraints.txt "torch==2.13.0" numpy
 fi
 # Keep whatever torch is installed (a GPU user's own build), pin only if we installed it.
 TORCH_VERSION="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
