@@ -107,3 +107,10 @@ def test_resnet18_really_shrinks_and_still_runs():
     assert small.layer4[1].conv2.out_channels == small.fc.in_features == 256
     assert "coupled" in {r.name: r.skipped for r in report.skipped_rows}["layer1.0.conv2"]
     assert jc.count_params(model) == 11_181_642  # the original is untouched (ResNet-18 with 10 classes)
+
+
+def test_nothing_to_prune_is_said_plainly():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))  # only a first layer and a head
+    small, report = jc.compress(model, StructuredPruneConfig(amount=0.5), example_inputs=torch.randn(2, 8))
+    assert not report.compressed_rows and any("Nothing was pruned" in n for n in report.notes)
+    assert jc.state_dict_hash(small) == jc.state_dict_hash(model)

@@ -177,4 +177,7 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
         notes.append("Kept untouched: " + ", ".join(f"{n} ({why})" for n, why in protected.items()) + ".")
     if skipped:
         notes.append(f"{len(skipped)} group(s) skipped, named in the rows: " + ", ".join(skipped) + ".")
+    if not replacements:
+        notes.append("Nothing was pruned: every selected layer is protected, too small for this amount, or "
+                      "coupled with an untouched layer; try keep_first=False or a larger amount.")
     return MethodResult(replacements, rows, notes)
