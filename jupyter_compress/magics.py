@@ -242,7 +242,8 @@ class CompressMagics(Magics):
         print(f"reverted {name} to its original layers")
 
 
-_METHOD_OPTIONS = {"--prune": 1, "--nm": 1, "--structured": 1, "--svd": 1, "--scope": 1, "--layers": 1, "--exclude": 1, "--seed": 1}
+# options that take one value and are carried by the plan body of a generated cell
+_METHOD_OPTIONS = {"--prune", "--nm", "--structured", "--svd", "--scope", "--layers", "--exclude", "--seed"}
 
 
 def _strip_method_options(tokens: list[str]) -> list[str]:
@@ -254,7 +255,7 @@ def _strip_method_options(tokens: list[str]) -> list[str]:
             continue
         key = tok.split("=", 1)[0]
         if key in _METHOD_OPTIONS:
-            skip = 0 if "=" in tok else _METHOD_OPTIONS[key]
+            skip = 0 if "=" in tok else 1
             continue
         out.append(tok)
     return out

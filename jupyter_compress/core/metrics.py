@@ -25,6 +25,7 @@ __all__ = [
     "state_dict_hash",
     "relative_error",
     "eval_mode",
+    "call_model",
 ]
 
 
@@ -106,7 +107,8 @@ class Latency:
         return dataclasses.asdict(self)
 
 
-def _call(model: nn.Module, inputs: Any) -> Any:
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(**inputs)``, ``model(*inputs)`` or ``model(inputs)`` for a dict, tuple/list or tensor."""
     if isinstance(inputs, dict):
         return model(**inputs)
     if isinstance(inputs, (tuple, list)):
@@ -126,11 +128,11 @@ def measure_latency(
     times: list[float] = []
     with eval_mode(model), torch.inference_mode():
         for _ in range(warmup):
-            _call(model, example_inputs)
+            call_model(model, example_inputs)
         start_all = time.perf_counter()
         while len(times) < repeats or time.perf_counter() - start_all < min_time_s:
             start = time.perf_counter()
-            _call(model, example_inputs)
+            call_model(model, example_inputs)
             times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]

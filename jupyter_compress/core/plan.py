@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import CompressError, PlanError, SchemaVersionError
+from ..errors import PlanError, SchemaVersionError
 from .config import MethodConfig
 from .registry import get_method, method_for_config
 from .selection import Selector
@@ -201,11 +201,7 @@ class Plan:
     @classmethod
     def load(cls, path: str) -> Plan:
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        try:
-            return cls.from_yaml(text)  # JSON is read by the YAML loader as well
-        except CompressError:
-            raise
+            return cls.from_yaml(fh.read())  # JSON is read by the YAML loader as well
 
     def save(self, path: str) -> None:
         text = self.to_json() if str(path).endswith(".json") else self.to_yaml()

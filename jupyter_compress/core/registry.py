@@ -85,17 +85,11 @@ def register_method(
     return decorator
 
 
-def _ensure_builtin_methods() -> None:
-    from .. import methods  # noqa: F401  (registers the built-in methods)
-
-
 def method_names() -> list[str]:
-    _ensure_builtin_methods()
     return sorted(_REGISTRY)
 
 
 def get_method(name: str) -> Method:
-    _ensure_builtin_methods()
     key = _ALIASES.get(name, name)
     if key in _REGISTRY:
         return _REGISTRY[key]
@@ -105,7 +99,6 @@ def get_method(name: str) -> Method:
 
 
 def method_for_config(config: MethodConfig) -> Method:
-    _ensure_builtin_methods()
     for method in _REGISTRY.values():
         if type(config) is method.config_cls:
             return method

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -162,6 +162,3 @@ class Selector:
             parts.append("exclude=" + ",".join(self.exclude))
         return "(" + "; ".join(parts) + ")" if parts else "(all layers)"
 
-
-def merge_exclusions(selector: Selector, extra: Iterable[str]) -> Selector:
-    return dataclasses.replace(selector, exclude=tuple(selector.exclude) + tuple(extra))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, param
-from ..core.metrics import _call, eval_mode
+from ..core.metrics import call_model, eval_mode
 from ..core.registry import MethodResult, register_method
 from ..errors import CompressError
 from ._common import layer_row
@@ -53,7 +53,7 @@ def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> list[str]:
                 lambda m, i, o, name=name: order.append(name) if name not in order else None))
     try:
         with eval_mode(model), torch.no_grad():
-            _call(model, example_inputs)
+            call_model(model, example_inputs)
     finally:
         for h in hooks:
             h.remove()
@@ -147,7 +147,7 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
         group.prune()
         try:
             with eval_mode(work), torch.no_grad():
-                _call(work, ctx.example_inputs)
+                call_model(work, ctx.example_inputs)
         except Exception as exc:
             skipped[root] = f"the model fails to run with these channels removed ({_first_error_line(exc)})"
             work = backup
