@@ -66,10 +66,12 @@ def _rank(text: str) -> Any:
 
 
 def _amount(text: str) -> float:
+    """'0.5' or '50%' -> 0.5."""
     try:
-        return float(text)
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        raise UsageError(f"%compress: amount {text!r} is not a number; give a fraction such as --prune 0.5.") from None
+        raise UsageError(f"%compress: amount {text!r} is not a number; give a fraction such as --prune 0.5 "
+                         f"or a percentage such as --prune 50%.") from None
 
 
 def _nm(text: str) -> tuple[int, int]:

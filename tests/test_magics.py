@@ -96,6 +96,12 @@ def test_structured_and_nm_options(shell, ns):
     assert ((w != 0).sum(dim=1) == 2).all()
 
 
+def test_amounts_may_be_percentages(shell, ns):
+    run(shell, "%compress model --prune 50% --as half --no-report")
+    assert ns["_compress_report"].plan["steps"][0]["amount"] == 0.5
+    assert int((ns["half"][0].weight == 0).sum()) == 32 * 64 // 2
+
+
 def test_cell_magic_takes_a_yaml_plan(shell, ns):
     run(shell, "%%compress model --as tiny --no-report\nsteps:\n- {method: svd, rank: 2}\n")
     assert ns["tiny"][0][0].out_features == 2
@@ -109,6 +115,7 @@ def test_cell_magic_takes_a_yaml_plan(shell, ns):
         ("%compress net.decoder --prune 0.5", "'net' has no attribute 'decoder'"),
         ("%compress model --prune 1.5", "The 'amount' parameter of PruneConfig must be a float in [0, 1). Got 1.5"),
         ("%compress model --prune half", "amount 'half' is not a number"),
+        ("%compress model --prune 150%", "must be a float in [0, 1). Got 1.5 instead"),
         ("%compress model --svd 0", "rank '0' is not valid"),
         ("%compress model --svd 40", "larger than layer '0' (Linear 32 -> 64) allows: at most 32"),
         ("%compress model --prune 0.5 --layers fc9", "The model has no layer named 'fc9'"),
