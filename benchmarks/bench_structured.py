@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from jupyter_compress import StructuredPruneConfig, compress, count_params
+from jupyter_compress.examples.vision import ResNet18
 
-from .resnet import ResNet18
 from .timing import paired_speedup, speedup_note
 
 

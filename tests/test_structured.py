@@ -94,7 +94,7 @@ def test_bad_amount_and_model_unchanged():
 
 
 def test_resnet18_really_shrinks_and_still_runs():
-    from benchmarks.resnet import ResNet18
+    from jupyter_compress.examples.vision import ResNet18
 
     model = ResNet18(num_classes=10).eval()
     x = torch.randn(2, 3, 64, 64)

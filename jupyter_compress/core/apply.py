@@ -26,6 +26,7 @@ from .metrics import (
     eval_mode,
     measure_latency,
     model_bytes,
+    primary_output,
     relative_error,
 )
 from .plan import Plan, current_versions
@@ -146,8 +147,9 @@ def _compress_into(
         if example_inputs is not None:
             with eval_mode(target), torch.inference_mode():
                 out = call_model(target, example_inputs)
-            if isinstance(out, torch.Tensor) and isinstance(reference_out, torch.Tensor):
-                metrics_after["output_rel_error"] = relative_error(reference_out, out)
+            ref_t, out_t = primary_output(reference_out), primary_output(out)
+            if ref_t is not None and out_t is not None and ref_t.shape == out_t.shape:
+                metrics_after["output_rel_error"] = relative_error(ref_t, out_t)
             metrics_after["latency_ms"] = measure_latency(target, example_inputs).median_ms
     except BaseException:
         if inplace:

@@ -116,6 +116,28 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
     return model(inputs)
 
 
+# Keys under which common model families return their main output (sentence-transformers, HF).
+_OUTPUT_KEYS = ("sentence_embedding", "logits", "last_hidden_state", "token_embeddings")
+
+
+def primary_output(output: Any) -> torch.Tensor | None:
+    """The tensor that stands for a model's output: the tensor itself, a well-known key of a dict
+    (``sentence_embedding``, ``logits``, ...), else the first tensor of a dict, tuple or list; None if none."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict) or hasattr(output, "keys"):
+        for key in _OUTPUT_KEYS:
+            if key in output and isinstance(output[key], torch.Tensor):
+                return output[key]
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = primary_output(item)
+            if found is not None:
+                return found
+    return None
+
+
 def measure_latency(
     model: nn.Module, example_inputs: Any, *, repeats: int = 30, warmup: int = 5, min_time_s: float = 0.0
 ) -> Latency:
