@@ -9,7 +9,7 @@ Importing this package does not import IPython, ipywidgets, bokeh or tensorly.
 
 __version__ = "0.1.0"
 
-from .core.apply import applied_plans, compress, compress_, forget_undo, revert_
+from .core.apply import applied_plans, compress, compress_, forget_undo, preview, revert_
 from .core.config import MethodConfig
 from .core.metrics import accuracy, count_nonzero, count_params, measure_latency, model_bytes, state_dict_hash
 from .core.plan import Plan, Step
@@ -27,6 +27,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods.schedule import prune_gradually, schedule_amounts
 
 __all__ = [
     "__version__",
@@ -35,6 +36,9 @@ __all__ = [
     "revert_",
     "forget_undo",
     "applied_plans",
+    "preview",
+    "prune_gradually",
+    "schedule_amounts",
     "Plan",
     "Step",
     "Selector",

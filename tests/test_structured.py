@@ -9,7 +9,7 @@ from torch import nn
 
 import jupyter_compress as jc
 from jupyter_compress.methods import StructuredPruneConfig
-from jupyter_compress.methods.structured import _n_remove
+from jupyter_compress.methods._groups import n_remove as _n_remove
 
 
 def test_mlp_hidden_neurons_are_removed_with_their_coupled_inputs():

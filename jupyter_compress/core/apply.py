@@ -33,7 +33,7 @@ from .plan import Plan, current_versions
 from .registry import get_method
 from .report import Report
 
-__all__ = ["compress", "compress_", "revert_", "Context", "applied_plans"]
+__all__ = ["compress", "compress_", "revert_", "preview", "Context", "applied_plans"]
 
 # model -> stack of undo records (each a list of (layer name, original module)), newest last.
 _UNDO: weakref.WeakKeyDictionary[nn.Module, list[list[tuple[str, nn.Module]]]] = weakref.WeakKeyDictionary()
@@ -116,6 +116,7 @@ def _compress_into(
     *,
     inplace: bool,
     eval: Callable[[nn.Module], Any] | None,
+    measure: bool = True,
     example_inputs: Any,
     data: Any,
 ) -> Report:
@@ -126,10 +127,10 @@ def _compress_into(
     reference_out = None
     if eval is not None:
         metrics_before = _as_metrics(eval(reference))
-    if example_inputs is not None:
+    if example_inputs is not None and measure:
         with eval_mode(reference), torch.inference_mode():
             reference_out = call_model(reference, example_inputs)
-        metrics_before["latency_ms"] = measure_latency(reference, example_inputs).median_ms
+        metrics_before["latency_ms"] = measure_latency(reference, example_inputs, max_time_s=2.0).median_ms
 
     swaps: list[tuple[str, nn.Module]] = []
     start = time.perf_counter()
@@ -144,13 +145,13 @@ def _compress_into(
     try:
         if eval is not None:
             metrics_after = _as_metrics(eval(target))
-        if example_inputs is not None:
+        if example_inputs is not None and measure:
             with eval_mode(target), torch.inference_mode():
                 out = call_model(target, example_inputs)
             ref_t, out_t = primary_output(reference_out), primary_output(out)
             if ref_t is not None and out_t is not None and ref_t.shape == out_t.shape:
                 metrics_after["output_rel_error"] = relative_error(ref_t, out_t)
-            metrics_after["latency_ms"] = measure_latency(target, example_inputs).median_ms
+            metrics_after["latency_ms"] = measure_latency(target, example_inputs, max_time_s=2.0).median_ms
     except BaseException:
         if inplace:
             _rollback(target, swaps)
@@ -211,6 +212,19 @@ def compress(
     _APPLIED[new] = list(_APPLIED.get(model, []))
     report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data)
     return new, report
+
+
+def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None) -> Report:
+    """What ``plan`` would do, layer by layer (counts, coupled layers, skipped layers and why), without
+    changing ``model``: the plan runs on a copy, with no evaluation and no timing, and the copy is dropped."""
+    _check_model(model)
+    plan = Plan.coerce(plan)
+    new = copy.deepcopy(model)
+    report = _compress_into(new, model, plan, inplace=False, eval=None, example_inputs=example_inputs,
+                            data=data, measure=False)
+    _APPLIED.pop(new, None)
+    report.notes.insert(0, "Preview: nothing was changed; this is what the plan would do.")
+    return report
 
 
 def compress_(

@@ -131,6 +131,22 @@ class RankSpec(Constraint):
         return value
 
 
+class RatioMap(Constraint):
+    """None, or a mapping from layer names (or ``re:`` patterns) to fractions in [0, 1)."""
+
+    def check(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and k and _is_real(v) and 0.0 <= float(v) < 1.0 for k, v in value.items())
+
+    def describe(self) -> str:
+        return "None or a mapping {layer name or 're:pattern': fraction in [0, 1)}"
+
+    def normalize(self, value: Any) -> Any:
+        return None if value is None else {str(k): float(v) for k, v in value.items()}
+
+
 def param(default: Any, *, help: str, check: Constraint | None = None, choices: Sequence[Any] | None = None):
     """Declare a config field with help text and a constraint."""
     if choices is not None:

@@ -139,20 +139,27 @@ def primary_output(output: Any) -> torch.Tensor | None:
 
 
 def measure_latency(
-    model: nn.Module, example_inputs: Any, *, repeats: int = 30, warmup: int = 5, min_time_s: float = 0.0
+    model: nn.Module, example_inputs: Any, *, repeats: int = 30, warmup: int = 5, min_time_s: float = 0.0,
+    max_time_s: float | None = None,
 ) -> Latency:
     """Wall-clock latency of one forward pass: median and p95 over ``repeats`` after ``warmup``.
 
+    ``max_time_s`` caps the time spent on a slow model (at least 3 timed runs are kept).
     Runs under ``torch.inference_mode`` in eval mode (flags restored afterwards).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0; got repeats={repeats}, warmup={warmup}.")
     times: list[float] = []
     with eval_mode(model), torch.inference_mode():
+        start_all = time.perf_counter()
         for _ in range(warmup):
             call_model(model, example_inputs)
+            if max_time_s is not None and time.perf_counter() - start_all > max_time_s / 4:
+                break
         start_all = time.perf_counter()
         while len(times) < repeats or time.perf_counter() - start_all < min_time_s:
+            if max_time_s is not None and len(times) >= 3 and time.perf_counter() - start_all > max_time_s:
+                break
             start = time.perf_counter()
             call_model(model, example_inputs)
             times.append((time.perf_counter() - start) * 1e3)

@@ -71,6 +71,7 @@ class Report:
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     inplace: bool = False
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-step metrics (schedules)
 
     # -- totals ------------------------------------------------------------
     @property

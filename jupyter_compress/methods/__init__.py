@@ -4,7 +4,7 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, nm, prune, structured  # noqa: F401
+from . import decompose, nm, prune, schedule, structured  # noqa: F401
 from .decompose import SVDConfig
 from .nm import NMConfig
 from .prune import PruneConfig

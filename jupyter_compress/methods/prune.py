@@ -18,10 +18,12 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..core.config import Interval, MethodConfig, param
+from ..core.config import IntAtLeast, Interval, MethodConfig, param
 from ..core.metrics import relative_error, sparse_encoding_bytes
 from ..core.registry import MethodResult, register_method
+from ..errors import InvalidConfigError
 from ._common import layer_row
+from ._taylor import taylor_scores
 
 __all__ = ["PruneConfig"]
 
@@ -35,8 +37,11 @@ class PruneConfig(MethodConfig):
     amount: float = param(0.5, help="fraction of the weights to set to zero", check=Interval(0.0, 1.0, "[)"))
     scope: str = param("layer", help="'layer': the same fraction in each layer; 'global': rank all "
                        "selected weights together", choices=("layer", "global"))
-    criterion: str = param("magnitude", help="'magnitude': zero the smallest |w|; 'random': zero a random "
-                           "subset (a baseline for teaching; seeded by the plan)", choices=("magnitude", "random"))
+    criterion: str = param("magnitude", help="'magnitude': zero the smallest |w|; 'taylor': zero the smallest "
+                           "|w * dL/dw| over a few batches of data (needs data); 'random': zero a random subset "
+                           "(a baseline for teaching; seeded by the plan)",
+                           choices=("magnitude", "taylor", "random"))
+    batches: int = param(4, help="batches of data used by the 'taylor' criterion", check=IntAtLeast(1))
 
 
 def _smallest_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
@@ -48,20 +53,26 @@ def _smallest_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view_as(magnitudes)
 
 
-def _scores(w: torch.Tensor, config: PruneConfig, generator: torch.Generator) -> torch.Tensor:
+def _scores(weights: list[torch.Tensor], config: PruneConfig, ctx, model, names) -> list[torch.Tensor]:
     if config.criterion == "random":
-        return torch.rand(w.shape, generator=generator).to(w.device)
-    return w.detach().abs().float()
+        return [torch.rand(w.shape, generator=ctx.generator).to(w.device) for w in weights]
+    if config.criterion == "taylor":
+        if ctx.data is None:
+            raise InvalidConfigError("criterion='taylor' scores weights by |w * gradient| on your data: pass "
+                                     "data=(X, y) (or --data NAME), or use criterion='magnitude'.")
+        scores = taylor_scores(model, names, ctx.data, max_batches=config.batches)
+        # a zero weight scores 0 whatever its gradient, so already-pruned weights stay pruned
+        return [scores[n] for n in names]
+    return [w.detach().abs().float() for w in weights]
 
 
-def _masks(weights: list[torch.Tensor], config: PruneConfig, generator: torch.Generator) -> list[torch.Tensor]:
-    if config.scope == "layer":
-        return [_smallest_mask(_scores(w, config, generator), int(round(config.amount * w.numel())))
-                for w in weights]
-    flat = torch.cat([_scores(w, config, generator).flatten().cpu() for w in weights])
-    keep = _smallest_mask(flat, int(round(config.amount * flat.numel())))
+def _masks(scores: list[torch.Tensor], amount: float, scope: str) -> list[torch.Tensor]:
+    if scope == "layer":
+        return [_smallest_mask(s, int(round(amount * s.numel()))) for s in scores]
+    flat = torch.cat([s.flatten().cpu() for s in scores])
+    keep = _smallest_mask(flat, int(round(amount * flat.numel())))
     masks, start = [], 0
-    for w in weights:
+    for w in scores:
         masks.append(keep[start : start + w.numel()].view_as(w).to(w.device))
         start += w.numel()
     return masks
@@ -77,7 +88,8 @@ def _masks(weights: list[torch.Tensor], config: PruneConfig, generator: torch.Ge
 )
 def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) -> MethodResult:
     modules = [model.get_submodule(n) for n in names]
-    masks = _masks([m.weight.detach() for m in modules], config, ctx.generator)
+    weights = [m.weight.detach() for m in modules]
+    masks = _masks(_scores(weights, config, ctx, model, names), config.amount, config.scope)
     replacements, rows = {}, []
     dense_total = sparse_total = 0
     for name, old, mask in zip(names, modules, masks):

@@ -1,70 +1,81 @@
-"""Structured pruning: whole output channels / neurons are removed, so the model really
-holds fewer parameters and does fewer multiply-adds.
+"""Structured pruning: whole output channels / neurons / attention heads are removed, so the model
+really holds fewer parameters and does fewer multiply-adds.
 
-Coupled layers (residual additions, BatchNorm, concatenations, depthwise convolutions)
-must shrink together; Torch-Pruning's dependency graph finds those groups, and we use
-it rather than writing our own tracer. What we add: each group is pruned on a working
-copy and the model is run on the example inputs right after; a group whose removal
-breaks the forward pass (e.g. attention that reshapes into a fixed number of heads)
-is put back, skipped and named in the report, instead of crashing the whole run.
+Coupled layers (residual additions, BatchNorm, concatenations, depthwise convolutions, q/k/v of
+attention) must shrink together; Torch-Pruning's dependency graph finds those groups, and we use it
+rather than writing our own tracer. What we add: counts per layer, per-layer ratios or one global
+ranking (``_groups``); whole heads for attention modules that declare them; and each group is pruned
+on a working copy and the model is run on the example inputs right after: a group whose removal breaks
+the forward pass is put back, skipped and named in the report, instead of crashing the whole run.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 
 import torch
 from torch import nn
 
-from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, param
-from ..core.metrics import call_model, eval_mode
+from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, RatioMap, param
+from ..core.metrics import call_model, eval_mode, primary_output
 from ..core.registry import MethodResult, register_method
-from ..errors import CompressError
+from ..errors import CompressError, InvalidConfigError
 from ._common import layer_row
+from ._groups import attention_heads, block_scores, choose_global, n_remove, ratio_for
+from ._taylor import accumulate_grads
 
-__all__ = ["StructuredPruneConfig"]
+__all__ = ["StructuredPruneConfig", "execution_order"]
 
 ROOTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StructuredPruneConfig(MethodConfig):
-    """Remove whole channels / neurons (dependency-aware, via Torch-Pruning)."""
+    """Remove whole channels / neurons / attention heads (dependency-aware, via Torch-Pruning)."""
 
-    amount: float = param(0.5, help="fraction of the output channels / neurons to remove in each group",
+    amount: float = param(0.5, help="fraction of the output channels / neurons (or heads) to remove",
                           check=Interval(0.0, 1.0, "[)"))
-    importance: str = param("l1", help="channel importance: 'l1' or 'l2' norm of the group's weights",
-                            choices=("l1", "l2"))
+    importance: str = param("l1", help="channel importance: 'l1' or 'l2' norm of the group's weights, or "
+                            "'taylor' (|w * gradient| on a few batches of data; needs data)",
+                            choices=("l1", "l2", "taylor"))
+    scope: str = param("layer", help="'layer': remove `amount` of each group; 'global': rank all groups' "
+                       "channels together (at most 90% of any group)", choices=("layer", "global"))
+    ratios: dict | None = param(None, help="per-layer amounts overriding `amount` in layer scope, e.g. "
+                                "{'conv2': 0.3, 're:layer4.*': 0.7}", check=RatioMap())
     round_to: int = param(1, help="keep a multiple of this many channels per group (e.g. 8 for fast kernels)",
                           check=IntAtLeast(1))
+    heads: bool = param(True, help="prune attention q/k/v in whole heads (when the module declares its heads); "
+                        "False skips attention groups", check=Boolean())
     keep_first: bool = param(True, help="leave the first layer's outputs untouched", check=Boolean())
     keep_head: bool = param(True, help="leave the last layer (classifier head) untouched", check=Boolean())
+    batches: int = param(4, help="batches of data used by 'taylor' importance", check=IntAtLeast(1))
 
 
-def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> list[str]:
-    """Names of the ``types`` modules in the order a forward pass runs them (first call only)."""
+def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> tuple[list[str], set[str]]:
+    """Names of the ``types`` modules in the order a forward pass runs them (first call only), and the
+    names of those that read the model's own input tensor (the stem / first layer)."""
     order: list[str] = []
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, types):
-            hooks.append(module.register_forward_hook(
-                lambda m, i, o, name=name: order.append(name) if name not in order else None))
+    reads_input: set[str] = set()
+    flat = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    given = {id(t) for t in flat if isinstance(t, torch.Tensor)}
+    given |= {id(v) for t in flat if isinstance(t, dict) for v in t.values() if isinstance(v, torch.Tensor)}
+
+    def hook(module, inputs, output, name):
+        if name not in order:
+            order.append(name)
+            if any(id(t) in given for t in inputs):
+                reads_input.add(name)
+
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: hook(m, i, o, name))
+             for name, module in model.named_modules() if isinstance(module, types)]
     try:
         with eval_mode(model), torch.no_grad():
             call_model(model, example_inputs)
     finally:
         for h in hooks:
             h.remove()
-    return order
-
-
-def _n_remove(channels: int, amount: float, round_to: int) -> int:
-    keep = max(1, channels - int(round(amount * channels)))
-    if round_to > 1:
-        keep = min(channels, max(round_to, int(math.ceil(keep / round_to)) * round_to))
-    return channels - keep
+    return order, reads_input
 
 
 def _first_error_line(exc: BaseException) -> str:
@@ -72,13 +83,51 @@ def _first_error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
 
 
+def _build(net: nn.Module, example_inputs, ignored_names: set[str]):
+    import torch_pruning as tp
+
+    ignored = [m for n, m in net.named_modules() if isinstance(m, ROOTS) and n in ignored_names]
+    # the tracer needs autograd; eval mode so that tracing does not update BatchNorm statistics
+    with torch.enable_grad(), eval_mode(net):
+        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        graph = tp.DependencyGraph().build_dependency(net, example_inputs=tuple(inputs), verbose=False,
+                                                      output_transform=primary_output)
+    return graph, ignored
+
+
+def _custom_layers(model: nn.Module) -> list[str]:
+    """Modules of user-defined classes that hold parameters of their own (what a tracer cannot prune)."""
+    return [n for n, m in model.named_modules()
+            if n and not type(m).__module__.startswith("torch") and any(True for _ in m.parameters(recurse=False))]
+
+
+def _trace(work: nn.Module, example_inputs, ignored_names: set[str]):
+    try:
+        return _build(work, example_inputs, ignored_names)
+    except Exception as exc:  # a custom module or op the tracer cannot follow
+        custom = _custom_layers(work)
+        hint = (f"; the custom module '{custom[0]}' ({type(work.get_submodule(custom[0])).__name__}) is a likely "
+                f"cause: exclude it (exclude: ['{custom[0]}'])" if custom
+                else "; exclude the custom module's layers (exclude: [...])")
+        raise CompressError(f"Torch-Pruning could not trace this model ({_first_error_line(exc)}){hint} or use "
+                            f"unstructured 'prune'.") from exc
+
+
+def _importance(config: StructuredPruneConfig):
+    import torch_pruning as tp
+
+    if config.importance == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if config.importance == "l1" else 2)
+
+
 @register_method(
     "prune.structured",
     StructuredPruneConfig,
     supported=ROOTS,
     family="pruning",
-    help="Structured pruning: remove whole channels/neurons with their coupled layers (really smaller and "
-         "faster); needs example inputs to trace the model.",
+    help="Structured pruning: remove whole channels/neurons/heads with their coupled layers (really smaller "
+         "and faster); needs example inputs to trace the model.",
     needs_data=True,
     aliases=("structured",),
 )
@@ -86,31 +135,21 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
     if ctx.example_inputs is None:
         raise CompressError("prune.structured traces the model and needs example inputs: pass "
                             "example_inputs=... to compress (or --example NAME to %compress).")
-    import torch_pruning as tp
-
+    if config.importance == "taylor" and ctx.data is None:
+        raise InvalidConfigError("importance='taylor' needs data to take gradients: pass data=(X, y) "
+                                 "(or --data NAME), or use importance='l1'.")
     work = copy.deepcopy(model)
-    order = execution_order(work, ctx.example_inputs)
+    order, reads_input = execution_order(work, ctx.example_inputs)
     protected = {}
-    if config.keep_first and order:
+    if config.keep_first and order and order[0] in reads_input:  # a stem that reads the input itself
         protected[order[0]] = "first layer (keep_first)"
     if config.keep_head and order:
         protected[order[-1]] = "last layer / head (keep_head)"
     chosen = [n for n in names if n not in protected]
-    p = 1 if config.importance == "l1" else 2
-    importance = tp.importance.GroupMagnitudeImportance(p=p)
+    ignored_names = {n for n, m in work.named_modules() if isinstance(m, ROOTS) and n not in chosen}
+    graph, ignored = _trace(work, ctx.example_inputs, ignored_names)
+    heads = attention_heads(work)
 
-    def build(net: nn.Module):
-        ignored = [m for n, m in net.named_modules() if isinstance(m, ROOTS) and n not in chosen]
-        # the tracer needs autograd; eval mode so that tracing does not update BatchNorm statistics
-        with torch.enable_grad(), eval_mode(net):
-            graph = tp.DependencyGraph().build_dependency(net, example_inputs=ctx.example_inputs, verbose=False)
-        return graph, ignored
-
-    try:
-        graph, ignored = build(work)
-    except Exception as exc:  # a custom module the tracer cannot follow
-        raise CompressError(f"Torch-Pruning could not trace this model ({_first_error_line(exc)}); exclude the "
-                            f"custom module's layers (exclude: [...]) or use unstructured 'prune'.") from exc
     name_of = {m: n for n, m in work.named_modules()}
     roots, covered = [], set()
     # groups that would shrink the outputs of an unselected / protected layer are not yielded
@@ -120,41 +159,86 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
             roots.append(root)
             covered |= {name_of.get(dep.target.module) for dep, _ in group
                         if graph.is_out_channel_pruning_fn(dep.handler)}
+    traced = {name_of.get(m) for m in graph.module2node}
+    custom = _custom_layers(work)
+    untraced = ("the dependency graph cannot follow it: its output passes through a detached, "
+                "non-differentiable or custom operation"
+                + (f" (the custom module '{custom[0]}' ({type(work.get_submodule(custom[0])).__name__}) is a "
+                   f"likely cause)" if custom else "") + "; exclude it, or use unstructured 'prune'")
+    if chosen and not traced & set(chosen):
+        raise CompressError(f"Structured pruning cannot prune this model: {untraced}.")
     skipped: dict[str, str] = {
-        n: "its output channels are coupled (by a residual addition, attention or concatenation) with a "
-           "layer left untouched (protected or not selected)"
+        n: ("its output channels are coupled (by a residual addition, attention or concatenation) with a "
+            "layer left untouched (protected or not selected)") if n in traced else untraced
         for n in chosen if n not in covered
     }
-    removed: dict[str, int] = {}
+    if config.importance == "taylor":
+        accumulate_grads(work, ctx.data, max_batches=config.batches)
+    importance = _importance(config)
+
+    scores: dict[str, torch.Tensor] = {}
     for root in roots:
         module = work.get_submodule(root)
         pruner = graph.get_pruner_of_module(module)
         channels = pruner.get_out_channels(module)
-        n_remove = _n_remove(channels, config.amount, config.round_to)
-        if n_remove <= 0:
-            continue
-        full = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
-        scores = importance(full)
-        if scores is None:
+        s = importance(graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels))))
+        if s is None:
             skipped[root] = "Torch-Pruning found no importance for this group"
+        elif root in heads and not config.heads:
+            skipped[root] = "attention projections: heads=False leaves attention untouched"
+        else:
+            scores[root] = block_scores(s.detach().cpu(), heads[root][1]) if root in heads else s.detach().cpu()
+
+    rounding = {r: 1 if r in heads else config.round_to for r in scores}
+    if config.scope == "global":
+        counts = choose_global(scores, config.amount, rounding)
+    else:
+        counts = {r: n_remove(len(s), ratio_for(r, config.ratios, config.amount), rounding[r])
+                  for r, s in scores.items()}
+
+    removed: dict[str, dict] = {}
+    changed_owners: set[str] = set()
+    for root, count in counts.items():
+        if count <= 0:
             continue
-        idxs = torch.argsort(scores.detach().cpu(), stable=True)[:n_remove].tolist()
+        units = torch.argsort(scores[root], stable=True)[:count].sort().values.tolist()
+        if root in heads:
+            size = heads[root][1]
+            idxs = [u * size + j for u in units for j in range(size)]
+        else:
+            idxs = units
+        module = work.get_submodule(root)
+        pruner = graph.get_pruner_of_module(module)
         group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
         if not graph.check_pruning_group(group):
             skipped[root] = "removing these channels would leave a coupled layer empty"
             continue
         backup = copy.deepcopy(work)
         group.prune()
+        if root in heads:
+            owner = work.get_submodule(heads[root][0])
+            for attr in ("num_attention_heads", "num_heads"):
+                if isinstance(getattr(owner, attr, None), int):
+                    setattr(owner, attr, getattr(owner, attr) - count)
+            if isinstance(getattr(owner, "all_head_size", None), int):
+                owner.all_head_size -= count * heads[root][1]
         try:
             with eval_mode(work), torch.no_grad():
                 call_model(work, ctx.example_inputs)
         except Exception as exc:
             skipped[root] = f"the model fails to run with these channels removed ({_first_error_line(exc)})"
             work = backup
-            graph, ignored = build(work)
+            graph, ignored = _build(work, ctx.example_inputs, ignored_names)
             continue
-        removed[root] = n_remove
+        coupled = sorted({name_of.get(dep.target.module) for dep, _ in group} - {None, root})
+        removed[root] = {"removed_heads" if root in heads else "removed_out": count, "coupled": coupled}
+        if root in heads:
+            changed_owners.add(heads[root][0])
 
+    return _result(model, work, removed, skipped, protected, changed_owners, config)
+
+
+def _result(model, work, removed, skipped, protected, changed_owners, config) -> MethodResult:
     replacements, rows = {}, []
     originals = dict(model.named_modules())
     for name, new in work.named_modules():
@@ -166,15 +250,18 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
         own_new = {k: tuple(v.shape) for k, v in list(new.named_parameters(recurse=False))
                    + list(new.named_buffers(recurse=False))}
         if own_old != own_new:
-            detail = {"removed_out": removed[name]} if name in removed else {}
-            rows.append(layer_row(name, "prune.structured", old, new, detail=detail))
-            replacements[name] = new
+            rows.append(layer_row(name, "prune.structured", old, new, detail=removed.get(name, {})))
+            owner = next((o for o in changed_owners if name.startswith(o + ".")), None)
+            # an attention module whose head count changed is swapped whole (its attributes changed too)
+            replacements[owner or name] = work.get_submodule(owner) if owner else new
     for name, reason in skipped.items():
         rows.append(layer_row(name, "prune.structured", originals[name], None, skipped=reason))
     notes = ["Structured pruning removes whole channels / neurons: the pruned model holds fewer parameters and "
              "does fewer multiply-adds, so it is smaller and usually faster (measure with example inputs)."]
     if protected:
         notes.append("Kept untouched: " + ", ".join(f"{n} ({why})" for n, why in protected.items()) + ".")
+    if config.scope == "global" and config.ratios:
+        notes.append("Per-layer ratios apply in layer scope only; global scope ranked all groups together.")
     if skipped:
         notes.append(f"{len(skipped)} group(s) skipped, named in the rows: " + ", ".join(skipped) + ".")
     if not replacements:
