@@ -27,6 +27,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 
 __all__ = [
     "__version__",
@@ -45,6 +46,11 @@ __all__ = [
     "SVDConfig",
     "StructuredPruneConfig",
     "NMConfig",
+    "TuckerConfig",
+    "CPConfig",
+    "TTConfig",
+    "spectrum",
+    "LayerAnalysis",
     "register_method",
     "get_method",
     "list_methods",
