@@ -16,7 +16,7 @@ __all__ = ["TTLinear", "TTEmbedding", "tt_matrix", "balanced_modes"]
 
 
 def _best_split(n: int, d: int) -> tuple[int, ...] | None:
-    """The most balanced d factors of n (smallest largest factor), or None if n < 1."""
+    """The most balanced d factors of n (smallest largest factor, then largest smallest one)."""
     if d == 1:
         return (n,)
     best = None
@@ -25,7 +25,7 @@ def _best_split(n: int, d: int) -> tuple[int, ...] | None:
             rest = _best_split(n // f, d - 1)
             if rest is not None and f <= min(rest):
                 cand = (f, *rest)
-                if best is None or max(cand) < max(best):
+                if best is None or (max(cand), -min(cand)) < (max(best), -min(best)):
                     best = cand
     return best
 
