@@ -84,13 +84,14 @@ def low_rank_linear(old: nn.Linear, u: torch.Tensor, s: torch.Tensor, vh: torch.
     """``Sequential(Linear(in, r), Linear(r, out))`` from the leading ``rank`` triplets."""
     w = old.weight
     root = s[:rank].sqrt()
-    first = nn.Linear(old.in_features, rank, bias=False, device=w.device, dtype=w.dtype)
-    second = nn.Linear(rank, old.out_features, bias=old.bias is not None, device=w.device, dtype=w.dtype)
-    with torch.no_grad():
-        first.weight.copy_((root[:, None] * vh[:rank]).to(w.dtype))
-        second.weight.copy_((u[:, :rank] * root[None, :]).to(w.dtype))
-        if old.bias is not None:
-            second.bias.copy_(old.bias)
+    # built on the meta device and given fresh Parameters: a random initialisation that is overwritten
+    # at once would cost more than the truncation itself (re-ranking is meant to be instant)
+    first = nn.Linear(old.in_features, rank, bias=False, device="meta")
+    second = nn.Linear(rank, old.out_features, bias=old.bias is not None, device="meta")
+    first.weight = nn.Parameter((root[:, None] * vh[:rank]).to(device=w.device, dtype=w.dtype))
+    second.weight = nn.Parameter((u[:, :rank] * root[None, :]).to(device=w.device, dtype=w.dtype))
+    if old.bias is not None:
+        second.bias = nn.Parameter(old.bias.detach().clone())
     return nn.Sequential(first, second)
 
 
