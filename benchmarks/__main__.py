@@ -8,10 +8,17 @@ import time
 
 import torch
 
-from . import bench_digits, bench_lowrank, bench_pruning, bench_pruning_models, bench_structured
+from . import (
+    bench_decompose,
+    bench_digits,
+    bench_lowrank,
+    bench_pruning,
+    bench_pruning_models,
+    bench_structured,
+)
 from .timing import COLUMNS
 
-REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits]
+REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose]
 
 
 def cpu_model() -> str:

@@ -27,6 +27,7 @@ def rows(quick: bool) -> list[dict]:
             "figure": "latency speedup",
             "baseline": f"dense {r['baseline_ms']:.3f} ms",
             "value": f"{r['speedup']:.2f}x",
-            "note": f"MACs {mac_ratio:.2f}x fewer, params {params:.2f}x; {speedup_note(r)}",
+            "note": f"MACs {mac_ratio:.2f}x fewer, params {params:.2f}x; target >= {0.5 * mac_ratio:.2f}x: "
+                    f"{'met' if r['speedup'] >= 0.5 * mac_ratio else 'NOT met'}; {speedup_note(r)}",
         })
     return out

@@ -27,6 +27,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.schedule import prune_gradually, schedule_amounts
 
 __all__ = [
@@ -49,6 +50,11 @@ __all__ = [
     "SVDConfig",
     "StructuredPruneConfig",
     "NMConfig",
+    "TuckerConfig",
+    "CPConfig",
+    "TTConfig",
+    "spectrum",
+    "LayerAnalysis",
     "register_method",
     "get_method",
     "list_methods",

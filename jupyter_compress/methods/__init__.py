@@ -5,9 +5,10 @@ only, so ``import jupyter_compress`` stays light.
 """
 
 from . import decompose, nm, prune, schedule, structured  # noqa: F401
-from .decompose import SVDConfig
+from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfig, spectrum
 from .nm import NMConfig
 from .prune import PruneConfig
 from .structured import StructuredPruneConfig
 
-__all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig"]
+__all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
+           "LayerAnalysis", "spectrum"]
