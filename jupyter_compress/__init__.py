@@ -26,6 +26,7 @@ from .errors import (
     SelectorError,
     UnknownMethodError,
 )
+from .io import load, save
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.schedule import prune_gradually, schedule_amounts
@@ -38,6 +39,8 @@ __all__ = [
     "forget_undo",
     "applied_plans",
     "preview",
+    "save",
+    "load",
     "prune_gradually",
     "schedule_amounts",
     "Plan",

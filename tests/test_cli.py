@@ -28,3 +28,88 @@ def test_validate_accepts_a_good_plan_and_rejects_a_typo(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 2
     assert "Unknown method 'prnue'. Did you mean 'prune'?" in res.stderr and "Traceback" not in res.stderr
+
+
+# --- run / report -------------------------------------------------------------------------------
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from jupyter_compress.core.registry import get_method, method_names  # noqa: E402
+
+TESTS = str(Path(__file__).parent)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, str(Path(TESTS).parent)])}
+
+
+def _run(*args):
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=ENV, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def digits_weights(tmp_path_factory):
+    from jupyter_compress.examples.digits import train_digits_cnn
+
+    model, _, _ = train_digits_cnn(epochs=8)
+    path = tmp_path_factory.mktemp("w") / "digits.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model, path
+
+
+def test_run_round_trip_on_digits_with_thresholds(tmp_path, digits_weights):
+    model, weights = digits_weights
+    plan = tmp_path / "plan.yaml"
+    jc.Plan.of(jc.StructuredPruneConfig(amount=0.25, keep_first=False), seed=1).save(str(plan))
+    common = [str(plan), "--model", "cli_models:digits", "--weights", str(weights), "--eval",
+              "cli_models:digits_eval", "--example", "cli_models:digits_example"]
+    ok = _run("run", *common, "--out", str(tmp_path / "ok"), "--max-drop", "50%", "--json")
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads(ok.stdout)
+    assert result["ok"] and result["crossed"] == []
+    assert "[jupyter-compress] compressing" in ok.stderr
+    # the same plan in-process gives a bit-identical state_dict
+    from cli_models import digits_example
+
+    small, _ = jc.compress(model, jc.Plan.load(str(plan)), example_inputs=digits_example())
+    saved = load_file(str(tmp_path / "ok" / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in small.state_dict().items())
+    # the artifact reloads by replay
+    from jupyter_compress.examples.digits import DigitsCNN
+    from jupyter_compress.io import load
+
+    loaded = load(DigitsCNN, tmp_path / "ok" / "model.safetensors")
+    assert jc.state_dict_hash(loaded) == jc.state_dict_hash(small)
+    # an impossible threshold: exit 1, and the report says which
+    bad = _run("run", *common, "--out", str(tmp_path / "bad"), "--max-drop", "0%", "--max-size-mb", "0.001")
+    assert bad.returncode == 1
+    assert "more than --max-drop" in bad.stdout and "above --max-size-mb" in bad.stdout
+    rep = _run("report", str(tmp_path / "bad"), "--format", "json")
+    assert rep.returncode == 0 and any("THRESHOLD CROSSED" in n for n in json.loads(rep.stdout)["notes"])
+
+
+def test_run_usage_errors_exit_2_without_traceback(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    jc.Plan.of(jc.PruneConfig(amount=0.5)).save(str(plan))
+    for args in (["--model", "cli_models"], ["--model", "cli_models:nope"], ["--model", "no_such_mod:f"],
+                 ["--model", "cli_models:cnn", "--max-drop", "lots"]):
+        res = _run("run", str(plan), *args, "--out", str(tmp_path / "o"))
+        assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_method_is_bit_identical_in_process_and_from_the_cli(tmp_path, method):
+    from cli_models import cnn, cnn_data, cnn_example
+
+    plan = jc.Plan.of(get_method(method).config_cls(), seed=11)
+    small, report = jc.compress(cnn(), plan, example_inputs=cnn_example(), data=cnn_data())
+    if not report.compressed_rows:
+        pytest.skip(f"{method} changes no layer of this CNN")
+    plan_file = tmp_path / "plan.yaml"
+    plan.save(str(plan_file))
+    res = _run("run", str(plan_file), "--model", "cli_models:cnn", "--example", "cli_models:cnn_example",
+               "--data", "cli_models:cnn_data", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert saved.keys() == small.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in small.state_dict().items())

@@ -28,6 +28,7 @@ from .metrics import (
     model_bytes,
     primary_output,
     relative_error,
+    single_thread,
 )
 from .plan import Plan, current_versions
 from .registry import get_method
@@ -97,7 +98,7 @@ def _run(
             start = time.perf_counter()
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
                           step_index=index)
-            with torch.no_grad():
+            with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             for name, new in result.replacements.items():
                 old = model.get_submodule(name)

@@ -120,6 +120,19 @@ def call_model(model: nn.Module, inputs: Any) -> Any:
 _OUTPUT_KEYS = ("sentence_embedding", "logits", "last_hidden_state", "token_embeddings")
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run the enclosed torch math on one thread: results of SVDs, matmuls and reductions can differ in
+    the last bit with the thread count, and a plan must give bit-identical weights in a notebook, a
+    fresh kernel and the CLI whatever each process's thread setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def primary_output(output: Any) -> torch.Tensor | None:
     """The tensor that stands for a model's output: the tensor itself, a well-known key of a dict
     (``sentence_embedding``, ``logits``, ...), else the first tensor of a dict, tuple or list; None if none."""

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ...core.metrics import single_thread
+
 __all__ = ["weight_digest", "cached", "clear_cache", "cache_info", "set_cache_limit"]
 
 _LOCK = threading.RLock()
@@ -78,7 +80,8 @@ def cached(weight: torch.Tensor, kind: tuple, compute: Callable[[], Any]) -> Any
             _STATE["hits"] += 1
             return _STORE[key][0]
         _STATE["misses"] += 1
-    value = compute()
+    with single_thread():  # the same bits whoever fills the cache (see core.metrics.single_thread)
+        value = compute()
     size = _nbytes(value)
     with _LOCK:
         if size <= _STATE["limit"] and key not in _STORE:

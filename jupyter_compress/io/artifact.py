@@ -1,0 +1,165 @@
+"""One artifact file: ``*.safetensors`` holding the weights, with the manifest (plan, report, versions,
+fingerprints, tensor digest) as JSON in the safetensors metadata.
+
+One file so that a save is atomic: it is written to a temporary file in the same folder, flushed
+and renamed over the old one, so a process killed mid-save leaves the previous artifact intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.apply import compress_, forget_undo
+from ..core.plan import Plan, current_versions
+from ..core.report import Report
+from ..errors import CompressError, SchemaVersionError
+from .inputs import input_spec, synth_inputs
+
+__all__ = ["ARTIFACT_SCHEMA", "save", "load", "read_manifest"]
+
+ARTIFACT_SCHEMA = 1
+_KEY = "jupyter_compress"
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def fingerprint(data: Any) -> str | None:
+    """A short sha256 of tensors / arrays in ``data`` (calibration or training data), or None."""
+    if data is None:
+        return None
+    h = hashlib.sha256()
+    items = data if isinstance(data, (tuple, list)) else [data]
+    seen = False
+    for item in items:
+        if hasattr(item, "shape") and hasattr(item, "dtype"):
+            t = torch.as_tensor(item).detach().cpu().contiguous()
+            h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            seen = True
+    return h.hexdigest()[:16] if seen else None
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            raise CompressError(f"state_dict entry {name!r} is a {type(value).__name__}, not a tensor; this "
+                                f"model cannot be saved as safetensors.")
+        # clone: safetensors refuses tensors that share storage (tied weights are re-tied by load_state_dict)
+        out[name] = value.detach().cpu().contiguous().clone()
+    return out
+
+
+def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.PathLike, *,
+         example_inputs: Any = None, data: Any = None) -> Path:
+    """Write ``model``'s weights and the plan that made it to ``path`` (a ``.safetensors`` file).
+
+    ``example_inputs`` (or only their shapes) are recorded so :func:`load` can re-trace the model;
+    ``data`` is fingerprinted, not stored.
+    """
+    from safetensors.torch import save_file
+
+    if isinstance(report_or_plan, Report):
+        report, plan = report_or_plan.to_dict(), report_or_plan.plan
+    else:
+        report, plan = None, Plan.coerce(report_or_plan).to_dict()
+    tensors = _tensors(model)
+    manifest = {
+        "schema": ARTIFACT_SCHEMA, "plan": plan, "report": report, "versions": current_versions(),
+        "example_inputs": None if example_inputs is None else input_spec(example_inputs),
+        "data_fingerprint": fingerprint(data), "sha256": _digest(tensors),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_KEY: json.dumps(manifest, default=str)})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of an artifact (plan, report, versions...), checked for schema version."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise CompressError(f"{path} is not a readable jupyter_compress artifact (truncated or corrupt: "
+                            f"{str(exc).splitlines()[0][:120]}).") from None
+    if _KEY not in meta:
+        raise CompressError(f"{path} is a safetensors file but not a jupyter_compress artifact (no manifest).")
+    manifest = json.loads(meta[_KEY])
+    schema = manifest.get("schema")
+    if not isinstance(schema, int) or schema > ARTIFACT_SCHEMA:
+        raise SchemaVersionError(f"{path} was written with artifact schema {schema!r}, newer than this "
+                                 f"jupyter_compress reads ({ARTIFACT_SCHEMA}); upgrade: pip install -U "
+                                 f"jupyter-compress.")
+    return manifest
+
+
+def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.PathLike, *,
+         example_inputs: Any = None, data: Any = None, strict: bool = True) -> nn.Module:
+    """Rebuild a saved model: a fresh model from ``model_factory`` (a callable, or a module that is
+    used as it is), the saved plan replayed on it, then the saved weights loaded.
+
+    Any mismatch (digest, missing or extra keys, shapes) raises a one-line CompressError and no model
+    is returned half-loaded.
+    """
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise CompressError(f"{path}: the weights cannot be read (truncated or corrupt).") from exc
+    if _digest(tensors) != manifest["sha256"]:
+        raise CompressError(f"{path}: the weights do not match the digest recorded when saving (the file was "
+                            f"changed or damaged); save it again from the model.")
+    model = model_factory() if not isinstance(model_factory, nn.Module) else model_factory
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"model_factory must return a torch.nn.Module; it returned a {type(model).__name__}.")
+    if example_inputs is None:
+        example_inputs = synth_inputs(manifest.get("example_inputs"))
+    plan = Plan.from_dict(manifest["plan"])
+    compress_(model, plan, example_inputs=example_inputs, data=data)
+    forget_undo(model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if strict and (missing or extra):
+        raise CompressError(f"{path}: the rebuilt model and the saved weights differ: missing "
+                            f"{missing[:3]}, unexpected {extra[:3]}; is model_factory the same architecture?")
+    bad = [k for k in tensors if k in expected and tuple(expected[k].shape) != tuple(tensors[k].shape)]
+    if bad:
+        k = bad[0]
+        raise CompressError(f"{path}: '{k}' has shape {tuple(tensors[k].shape)} in the file but "
+                            f"{tuple(expected[k].shape)} after replaying the plan ({len(bad)} such tensors); the "
+                            f"factory or the plan's data-dependent choices differ from when it was saved.")
+    model.load_state_dict(tensors, strict=strict)
+    return model.eval()
