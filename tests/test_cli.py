@@ -113,3 +113,23 @@ def test_every_method_is_bit_identical_in_process_and_from_the_cli(tmp_path, met
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert saved.keys() == small.state_dict().keys()
     assert all(torch.equal(saved[k], v) for k, v in small.state_dict().items())
+
+
+def test_run_round_trip_on_minilm(tmp_path):
+    from jupyter_compress.examples.minilm import corpus, embed, load_minilm
+    from jupyter_compress.io import load
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("jupyter_compress_plan: 1\nseed: 0\nsteps:\n"
+                    "- {method: prune.structured, amount: 0.25, layers: ['re:.*intermediate\\.dense']}\n")
+    res = _run("run", str(plan), "--model", "cli_models:minilm", "--example", "cli_models:minilm_example",
+               "--out", str(tmp_path / "out"), "--max-size-mb", "200")
+    assert res.returncode == 0, res.stderr
+    loaded = load(load_minilm, tmp_path / "out" / "model.safetensors")
+    assert loaded[0].model.encoder.layer[0].intermediate.dense.out_features == 1152
+    from cli_models import minilm_example
+
+    small, _ = jc.compress(load_minilm(), jc.Plan.load(str(plan)), example_inputs=minilm_example())
+    sentences = corpus(8, offset=50)
+    assert torch.equal(embed(loaded, sentences), embed(small, sentences))
+    assert loaded.encode(sentences[:2]).shape == (2, 384)

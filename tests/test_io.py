@@ -114,3 +114,15 @@ def test_killing_the_process_during_a_save_keeps_the_previous_artifact(tmp_path)
     if after == before:
         loaded = load(lambda: torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.Linear(2048, 2048)), path)
         assert jc.state_dict_hash(loaded) == jc.state_dict_hash(model)
+
+
+def test_global_scope_structured_reloads_with_the_same_shapes(tmp_path):
+    model, x = make("mlp")
+    with torch.no_grad():
+        model.fc1.weight.mul_(torch.linspace(0.01, 3, 64)[:, None])  # global ranking prunes layers unevenly
+    small, report = jc.compress(model, StructuredPruneConfig(amount=0.5, scope="global", keep_first=False),
+                                example_inputs=x)
+    path = save(small, report, tmp_path / "g.safetensors", example_inputs=x)
+    loaded = load(lambda: make("mlp", seed=9)[0], path)  # fresh weights would rank differently
+    assert (loaded.fc1.out_features, loaded.fc2.out_features) == (small.fc1.out_features, small.fc2.out_features)
+    assert jc.state_dict_hash(loaded) == jc.state_dict_hash(small)

@@ -66,6 +66,26 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _replayable(report: Report) -> dict[str, Any]:
+    """The report's plan, with a global-scope structured step pinned to the counts it chose.
+
+    Global scope picks per-layer counts from the weights, so replaying it on a fresh model could pick
+    other counts (and shapes). With a single such step, its rows say exactly how many units each layer
+    lost: the saved plan asks for those counts per layer, which any weights reproduce.
+    """
+    plan = json.loads(json.dumps(report.plan, default=str))
+    steps = [s for s in plan["steps"] if s.get("method") in ("prune.structured", "structured")]
+    if len(steps) != 1 or steps[0].get("scope") != "global":
+        return plan
+    ratios = {}
+    for row in report.compressed_rows:
+        count = row.detail.get("removed_out", row.detail.get("removed_heads"))
+        if row.method == "prune.structured" and count is not None and row.detail.get("of"):
+            ratios[row.name] = count / row.detail["of"]
+    steps[0].update(scope="layer", ratios=ratios, amount=0.0)
+    return plan
+
+
 def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.PathLike, *,
          example_inputs: Any = None, data: Any = None) -> Path:
     """Write ``model``'s weights and the plan that made it to ``path`` (a ``.safetensors`` file).
@@ -76,7 +96,7 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
     from safetensors.torch import save_file
 
     if isinstance(report_or_plan, Report):
-        report, plan = report_or_plan.to_dict(), report_or_plan.plan
+        report, plan = report_or_plan.to_dict(), _replayable(report_or_plan)
     else:
         report, plan = None, Plan.coerce(report_or_plan).to_dict()
     tensors = _tensors(model)

@@ -231,7 +231,8 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
             graph, ignored = _build(work, ctx.example_inputs, ignored_names)
             continue
         coupled = sorted({name_of.get(dep.target.module) for dep, _ in group} - {None, root})
-        removed[root] = {"removed_heads" if root in heads else "removed_out": count, "coupled": coupled}
+        removed[root] = {"removed_heads" if root in heads else "removed_out": count, "of": len(scores[root]),
+                         "coupled": coupled}
         if root in heads:
             changed_owners.add(heads[root][0])
 
