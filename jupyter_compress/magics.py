@@ -6,21 +6,23 @@ User mistakes become IPython ``UsageError`` (one line, no traceback) here and on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.display import display
 from traitlets import Bool, Int, Unicode
 
 from . import __version__
 from .core.apply import compress, compress_
-from .core.config import parse_rank
 from .core.plan import Plan, Step
+from .core.registry import get_method, list_methods
 from .core.selection import Selector
 from .errors import CompressError
-from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods import PruneConfig
 
 __all__ = ["CompressMagics", "load_ipython_extension"]
 
@@ -41,37 +43,24 @@ def _field_help(config_cls, name: str) -> str:
 
 
 def _number(text: str) -> Any:
-    """'8' -> 8, '0.5' -> 0.5, 'energy:0.9' stays a string; anything else is a UsageError."""
+    """'8' -> 8, '0.5' -> 0.5, '50%' -> 0.5; other text (e.g. 'energy:0.9', 'auto') stays a string."""
     try:
         return int(text)
     except ValueError:
         pass
     try:
-        return float(text)
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
-        pass
-    return text
-
-
-def _rank(text: str) -> Any:
-    value = _number(text)
-    try:
-        parse_rank(value)
-    except (ValueError, TypeError):
-        raise UsageError(
-            f"%compress: rank {text!r} is not valid; give an int >= 1, a fraction in (0, 1] "
-            f"or 'energy:E' (e.g. --svd 0.5, --svd 16, --svd energy:0.95)."
-        ) from None
-    return value
+        return text
 
 
 def _amount(text: str) -> float:
     """'0.5' or '50%' -> 0.5."""
-    try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
+    value = _number(text)
+    if isinstance(value, str):
         raise UsageError(f"%compress: amount {text!r} is not a number; give a fraction such as --prune 0.5 "
-                         f"or a percentage such as --prune 50%.") from None
+                         f"or a percentage such as --prune 50%.")
+    return float(value)
 
 
 def _nm(text: str) -> tuple[int, int]:
@@ -86,21 +75,57 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOption:
+    """A magic option that adds one plan step: ``--flag VALUE`` -> ``method`` with ``build(VALUE)`` fields."""
+
+    flag: str
+    method: str
+    field: str  # the config field whose help the option shows
+    metavar: str
+    parse: Callable[[str], Any]
+    build: Callable[[Any], dict]
+    lead: str
+
+
+# The order here is the order steps run in (structure first, then factorisation, then sparsity).
+STEP_OPTIONS = [
+    StepOption("--structured", "prune.structured", "amount", "AMOUNT", _amount, lambda v: {"amount": v},
+               "structured pruning (needs --example)"),
+    StepOption("--svd", "svd", "rank", "RANK", _number, lambda v: {"rank": v}, "truncated SVD of Linear layers"),
+    StepOption("--tucker", "tucker", "rank", "RANK", _number, lambda v: {"rank": v},
+               "Tucker-2 decomposition of Conv2d layers"),
+    StepOption("--cp", "cp", "rank", "RANK", _number, lambda v: {"rank": v}, "CP decomposition of Conv2d layers"),
+    StepOption("--tt", "tt", "rank", "RANK", _number, lambda v: {"rank": v},
+               "Tensor-Train decomposition of large Linear / Embedding layers"),
+    StepOption("--prune", "prune", "amount", "AMOUNT", _amount, lambda v: {"amount": v},
+               "unstructured magnitude pruning"),
+    StepOption("--nm", "prune.nm", "n", "N:M", _nm, lambda v: {"n": v[0], "m": v[1]},
+               "N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)"),
+]
+
+
+def _option_help(option: StepOption) -> str:
+    try:
+        config_cls = get_method(option.method).config_cls
+    except CompressError:
+        return option.lead + " (not available in this installation)"
+    if option.field == "n":
+        return option.lead
+    return f"{option.lead}: {_field_help(config_cls, option.field)}"
+
+
 def build_parser() -> _Parser:
     p = _Parser(prog="%compress", add_help=False, description="Compress a copy of MODEL (or MODEL itself with "
-                "--inplace) and show a report. Steps run in the order: --structured, --svd, --prune, --nm. "
-                "In a %%compress cell, the body is a YAML plan and replaces the method options.")
+                "--inplace) and show a report. Steps run in the order: "
+                + ", ".join(o.flag for o in STEP_OPTIONS if _available(o))
+                + ". In a %%compress cell, the body is a YAML plan and replaces the method options.")
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
-    p.add_argument("--prune", type=_amount, metavar="AMOUNT",
-                   help="unstructured magnitude pruning: " + _field_help(PruneConfig, "amount"))
+    for option in STEP_OPTIONS:
+        if _available(option):
+            p.add_argument(option.flag, type=option.parse, metavar=option.metavar, help=_option_help(option))
     p.add_argument("--scope", choices=("layer", "global"), default=None,
-                   help="with --prune: " + _field_help(PruneConfig, "scope"))
-    p.add_argument("--structured", type=_amount, metavar="AMOUNT",
-                   help="structured pruning (needs --example): " + _field_help(StructuredPruneConfig, "amount"))
-    p.add_argument("--nm", type=_nm, metavar="N:M",
-                   help="N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)")
-    p.add_argument("--svd", type=_rank, metavar="RANK", help="truncated SVD of Linear layers: "
-                   + _field_help(SVDConfig, "rank"))
+                   help="with --prune / --structured: " + _field_help(PruneConfig, "scope"))
     p.add_argument("--layers", type=_names, default=[], metavar="L1,L2",
                    help="only these layers: exact names or re:REGEX, comma-separated")
     p.add_argument("--exclude", type=_names, default=[], metavar="L1,L2",
@@ -111,7 +136,11 @@ def build_parser() -> _Parser:
                    help="change MODEL itself (undo with %%compress_revert MODEL / revert_(MODEL))")
     p.add_argument("--eval", dest="eval_fn", metavar="FN", help="a function FN(model) -> number or dict, "
                    "measured before and after")
-    p.add_argument("--example", metavar="INPUTS", help="example inputs (tensor name) for latency and output error")
+    p.add_argument("--data", metavar="NAME", help="data for methods that need it: (X, y), a tensor X or a "
+                   "DataLoader")
+    p.add_argument("--calib", metavar="NAME", help="calibration inputs (used as --data when --data is not given)")
+    p.add_argument("--example", metavar="INPUTS", help="example inputs (tensor name) for tracing, latency and "
+                   "output error")
     p.add_argument("--seed", type=int, default=None, help="seed for any random choice (default 0)")
     p.add_argument("--emit-config", dest="emit_config", action="store_true",
                    help="write the exact plan of this run as a %%%%compress cell below")
@@ -120,25 +149,50 @@ def build_parser() -> _Parser:
     return p
 
 
+def _available(option: StepOption) -> bool:
+    try:
+        get_method(option.method)
+        return True
+    except CompressError:
+        return False
+
+
 def _usage_text() -> str:
     return build_parser().format_help() + (
+        "\nRANK is an int, a fraction in (0, 1] of the parameters to keep, energy:0.95 or auto.\n"
         "\nExamples:\n"
         "  %compress model --prune 0.5 --as small\n"
-        "  %compress model --svd 0.5 --prune 0.5 --exclude fc2 --eval evaluate --as small\n"
-        "  %compress model --svd energy:0.95 --inplace\n"
+        "  %compress model --svd 0.5 --prune 50% --exclude fc2 --eval evaluate --as small\n"
+        "  %compress model --structured 0.3 --example x --emit-config\n"
+        "  %compress model --tucker 0.5 --inplace          (then %compress_revert model)\n"
         "  %%compress model --as small\n"
         "  steps:\n"
         "  - {method: svd, rank: 0.5}\n"
+        "\nAlso: %compress_revert MODEL, %compress_report [NAME], %compress_methods.\n"
     )
 
 
 @magics_class
 class CompressMagics(Magics):
-    """%compress, %%compress and %compress_revert. Settings: ``%config CompressMagics.inplace = True``."""
+    """%compress, %%compress, %compress_revert, %compress_report and %compress_methods.
+
+    Settings: ``%config CompressMagics.inplace = True`` (also ``plots``, ``device``, ``default_eval``,
+    ``bokeh_resources``, ``seed``).
+    """
 
     inplace = Bool(False, help="Compress the named model in place by default (else a copy).").tag(config=True)
     seed = Int(0, help="Default seed of plans built from the magic's options.").tag(config=True)
     default_eval = Unicode("", help="Name of an eval function used when --eval is not given.").tag(config=True)
+    plots = Bool(True, help="Show before/after plots with the report (when the plotting layer is installed)."
+                 ).tag(config=True)
+    device = Unicode("", help="Device the compressed model is placed on ('' keeps the model's device; 'cpu', "
+                     "'cuda', 'cuda:1', 'mps').").tag(config=True)
+    bokeh_resources = Unicode("inline", help="Where BokehJS is loaded from: 'inline' (once per notebook, "
+                              "offline) or 'cdn'.").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self._reports: dict[str, Any] = {}
 
     # -- helpers -----------------------------------------------------------
     def _resolve(self, name: str, what: str = "name") -> Any:
@@ -154,20 +208,43 @@ class CompressMagics(Magics):
             obj = getattr(obj, part)
         return obj
 
+    def _check_settings(self) -> None:
+        """Traitlets accept any string; check the values here, where they are used."""
+        if self.bokeh_resources not in ("inline", "cdn"):
+            raise UsageError(f"%compress: CompressMagics.bokeh_resources must be 'inline' or 'cdn'; got "
+                             f"{self.bokeh_resources!r}. Fix it with %config CompressMagics.bokeh_resources = 'inline'.")
+        if self.device:
+            import torch
+
+            try:
+                device = torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise UsageError(f"%compress: CompressMagics.device {self.device!r} is not a device; use 'cpu', "
+                                 f"'cuda', 'cuda:N' or 'mps'.") from None
+            available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                         "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+            if not available.get(device.type, False):
+                raise UsageError(f"%compress: CompressMagics.device {self.device!r} is not available on this "
+                                 f"machine; use 'cpu' or set it to '' to keep the model's device.")
+
     def _plan_from_options(self, args: argparse.Namespace) -> Plan:
         selector = Selector(layers=tuple(args.layers), exclude=tuple(args.exclude))
         steps = []
-        if args.structured is not None:
-            steps.append(Step(StructuredPruneConfig(amount=args.structured), selector))
-        if args.svd is not None:
-            steps.append(Step(SVDConfig(rank=args.svd), selector))
-        if args.prune is not None:
-            steps.append(Step(PruneConfig(amount=args.prune, scope=args.scope or "layer"), selector))
-        if args.nm is not None:
-            steps.append(Step(NMConfig(n=args.nm[0], m=args.nm[1]), selector))
+        for option in STEP_OPTIONS:
+            value = getattr(args, option.flag.lstrip("-").replace("-", "_"), None)
+            if value is None:
+                continue
+            fields = option.build(value)
+            if args.scope and option.method in ("prune", "prune.structured"):
+                fields["scope"] = args.scope
+            config_cls = get_method(option.method).config_cls
+            try:
+                steps.append(Step(config_cls(**fields), selector))
+            except CompressError as exc:
+                raise UsageError(f"%compress: {option.flag} {value!r}: {exc}") from None
         if not steps:
             raise UsageError("%compress: give at least one method, e.g. --prune 0.5, --structured 0.5 or --svd 0.5 "
-                             "(or a %%compress cell with a YAML plan).")
+                             "(or a %%compress cell with a YAML plan); %compress_methods lists them.")
         return Plan(tuple(steps), seed=self.seed if args.seed is None else args.seed)
 
     @staticmethod
@@ -187,6 +264,7 @@ class CompressMagics(Magics):
             print(_usage_text())
             return
         args = build_parser().parse_args(tokens)
+        self._check_settings()
         model = self._resolve(args.model, "model")
         from torch import nn
 
@@ -199,6 +277,8 @@ class CompressMagics(Magics):
         if eval_fn is not None and not callable(eval_fn):
             raise UsageError(f"%compress: --eval {eval_name!r} is not callable; pass a function FN(model).")
         example = self._resolve(args.example, "example inputs") if args.example else None
+        data_name = args.data or args.calib
+        data = self._resolve(data_name, "data") if data_name else None
         try:
             if cell is not None and cell.strip():
                 plan = Plan.from_yaml(cell)
@@ -206,18 +286,22 @@ class CompressMagics(Magics):
                     plan = Plan(plan.steps, seed=args.seed, versions=plan.versions)
             else:
                 plan = self._plan_from_options(args)
+            self._check_needs(plan, example, data)
             if inplace:
-                report = compress_(model, plan, eval=eval_fn, example_inputs=example)
+                report = compress_(model, plan, eval=eval_fn, example_inputs=example, data=data)
                 bound = args.model
             else:
-                small, report = compress(model, plan, eval=eval_fn, example_inputs=example)
                 bound = args.as_name or args.model.replace(".", "_") + "_compressed"
                 if not bound.isidentifier():
                     raise UsageError(f"%compress: --as {bound!r} is not a valid Python name.")
+                small, report = compress(model, plan, eval=eval_fn, example_inputs=example, data=data)
+                if self.device:
+                    small.to(self.device)
                 self.shell.user_ns[bound] = small
         except CompressError as exc:
             raise UsageError(f"%compress: {exc}") from None
         self.shell.user_ns["_compress_report"] = report
+        self._reports[bound] = report
         if args.emit_config:
             keep = [t for t in tokens if t not in ("--emit-config",)]
             line_out = " ".join(shlex.quote(t) for t in _strip_method_options(keep))
@@ -227,6 +311,19 @@ class CompressMagics(Magics):
         where = "in place" if inplace else f"as {bound!r}"
         print(f"compressed {args.model} {where}: {report.model_params_before:,} -> "
               f"{report.model_params_after:,} parameters")
+
+    @staticmethod
+    def _check_needs(plan: Plan, example: Any, data: Any) -> None:
+        for step in plan.steps:
+            config = step.config
+            if step.method == "prune.structured" and example is None:
+                raise UsageError("%compress: --structured traces the model and needs example inputs: add "
+                                 "--example X (a tensor or tuple in the notebook).")
+            wants_data = getattr(config, "criterion", None) == "taylor" or getattr(config, "importance", None) \
+                == "taylor"
+            if wants_data and data is None:
+                raise UsageError(f"%compress: {step.method} with Taylor importance needs data: add --data NAME "
+                                 f"((X, y) or a DataLoader).")
 
     @line_cell_magic
     def compress_revert(self, line: str, cell: str | None = None) -> None:
@@ -243,9 +340,34 @@ class CompressMagics(Magics):
             raise UsageError(f"%compress_revert: {exc}") from None
         print(f"reverted {name} to its original layers")
 
+    @line_magic
+    def compress_report(self, line: str) -> Any:
+        """%compress_report [NAME]: show the report of the last %compress (or of the one bound to NAME)."""
+        name = line.strip()
+        if name:
+            if name not in self._reports:
+                known = ", ".join(sorted(self._reports)) or "none yet"
+                raise UsageError(f"%compress_report: no report for {name!r}; reports exist for: {known}.")
+            return self._reports[name]
+        report = self.shell.user_ns.get("_compress_report")
+        if report is None:
+            raise UsageError("%compress_report: no report yet; run %compress MODEL ... first.")
+        return report
+
+    @line_magic
+    def compress_methods(self, line: str) -> None:
+        """%compress_methods: every registered method, with its one-line help and whether it needs data."""
+        rows = list_methods()
+        width = max(len(r["name"]) for r in rows)
+        flags = {o.method: o.flag for o in STEP_OPTIONS}
+        for r in rows:
+            needs = "  [needs data / example inputs]" if r["needs_data"] else ""
+            flag = f" ({flags[r['name']]})" if r["name"] in flags else ""
+            print(f"{r['name']:<{width}}{flag}  {r['help']}{needs}")
+
 
 # options that take one value and are carried by the plan body of a generated cell
-_METHOD_OPTIONS = {"--prune", "--nm", "--structured", "--svd", "--scope", "--layers", "--exclude", "--seed"}
+_METHOD_OPTIONS = {o.flag for o in STEP_OPTIONS} | {"--scope", "--layers", "--exclude", "--seed"}
 
 
 def _strip_method_options(tokens: list[str]) -> list[str]:

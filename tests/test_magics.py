@@ -24,6 +24,7 @@ def ns(shell):
         "x = torch.randn(4, 32)\n"
         "class Holder: pass\nnet = Holder(); net.encoder = model\n"
         "def evaluate(m):\n    return {'score': float(m(x).sum().detach())}\n"
+        "xy = (x, torch.tensor([0, 1, 2, 3]))\n"
     ).raise_error()
     return shell.user_ns
 
@@ -116,7 +117,9 @@ def test_cell_magic_takes_a_yaml_plan(shell, ns):
         ("%compress model --prune 1.5", "The 'amount' parameter of PruneConfig must be a float in [0, 1). Got 1.5"),
         ("%compress model --prune half", "amount 'half' is not a number"),
         ("%compress model --prune 150%", "must be a float in [0, 1). Got 1.5 instead"),
-        ("%compress model --svd 0", "rank '0' is not valid"),
+        ("%compress model --svd 0", "--svd 0: The 'rank' parameter of SVDConfig must be an int >= 1"),
+        ("%compress model --tucker 0.5", "matches no layer"),
+        ("%compress model --prune 0.5 --data nowhere", "data 'nowhere' is not defined"),
         ("%compress model --svd 40", "larger than layer '0' (Linear 32 -> 64) allows: at most 32"),
         ("%compress model --prune 0.5 --layers fc9", "The model has no layer named 'fc9'"),
         ("%compress model --prune 0.5 --layers re:conv.*", "matches no layer"),
@@ -150,3 +153,51 @@ def test_help_is_generated_from_the_configs(shell, capsys):
     assert "--emit-config" in out and "--as NAME" in out
     doc = shell.find_line_magic("compress").__doc__
     assert "--prune AMOUNT" in doc and "Examples:" in doc
+
+
+def test_decomposition_options_data_and_scope(shell, ns):
+    run(shell, "import torch.nn as nn2\nconvnet = nn2.Sequential(nn2.Conv2d(3, 16, 3), nn2.ReLU(), "
+               "nn2.Conv2d(16, 16, 3))\nimgs = torch.randn(2, 3, 12, 12)\nlabels = torch.tensor([0, 1])")
+    run(shell, "%compress convnet --tucker 0.5 --as tk --no-report")
+    assert [s["method"] for s in ns["_compress_report"].plan["steps"]] == ["tucker"]
+    run(shell, "%compress convnet --cp 4 --as cpn --no-report")
+    assert ns["_compress_report"].compressed_rows
+    run(shell, "%compress model --tt 0.5 --svd 0.5 --as both --no-report")
+    assert [s["method"] for s in ns["_compress_report"].plan["steps"]] == ["svd", "tt"]
+    run(shell, "%compress model --structured 50% --scope global --example x --as g --no-report")
+    assert ns["_compress_report"].plan["steps"][0]["scope"] == "global"
+    run(shell, "%%compress model --data xy --as t\nsteps:\n- {method: prune, criterion: taylor, amount: 0.5}\n")
+    assert ns["t"] is not None
+
+
+def test_report_and_methods_magics(shell, ns, capsys):
+    run(shell, "%compress model --prune 0.2 --as p20 --no-report")
+    run(shell, "%compress model --prune 0.4 --as p40 --no-report")
+    assert shell.run_line_magic("compress_report", "p20").plan["steps"][0]["amount"] == 0.2
+    assert shell.run_line_magic("compress_report", "") is ns["_compress_report"]
+    result = shell.run_cell("%compress_report nope")
+    assert isinstance(result.error_in_exec, UsageError) and "p20" in str(result.error_in_exec)
+    capsys.readouterr()
+    run(shell, "%compress_methods")
+    out = capsys.readouterr().out
+    for method in jc.list_methods():
+        assert method["name"] in out and method["help"][:30] in out
+    assert "(--tucker)" in out
+
+
+def test_settings_are_validated_where_used(shell, ns):
+    for setting, message in (("bokeh_resources = 'nowhere'", "must be 'inline' or 'cdn'"),
+                             ("device = 'tpu9'", "is not a device"),
+                             ("device = 'cuda'", "not available on this machine")):
+        run(shell, f"%config CompressMagics.{setting}")
+        try:
+            if "cuda" in setting:
+                import torch
+
+                if torch.cuda.is_available():
+                    continue
+            result = shell.run_cell("%compress model --prune 0.5 --no-report")
+            assert isinstance(result.error_in_exec, UsageError) and message in str(result.error_in_exec)
+        finally:
+            run(shell, "%config CompressMagics.bokeh_resources = 'inline'")
+            run(shell, "%config CompressMagics.device = ''")
