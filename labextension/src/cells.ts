@@ -31,6 +31,8 @@ export function insertGenerated(panel: NotebookPanel, request: IInsertRequest): 
   if (!plan.ok) {
     return plan;
   }
+  // Deleting a cell above the active one shifts the active index: keep focus on the same cell.
+  const activeId = notebook.activeCell?.model.id;
   let cellId = '';
   shared.transact(() => {
     for (const index of plan.remove) {
@@ -43,6 +45,12 @@ export function insertGenerated(panel: NotebookPanel, request: IInsertRequest): 
     });
     cellId = cell.getId();
   });
+  if (activeId !== undefined) {
+    const index = notebook.widgets.findIndex(w => w.model.id === activeId);
+    if (index >= 0 && index !== notebook.activeCellIndex) {
+      notebook.activeCellIndex = index;
+    }
+  }
   return { ok: true, cell_id: cellId };
 }
 
