@@ -30,6 +30,11 @@ fi
 # Keep whatever torch is installed (a GPU user's own build), pin only if we installed it.
 TORCH_VERSION="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
 echo "torch==${TORCH_VERSION}" > .venv/torch-pin.txt
-echo "[setup] installing jupyter_compress and test tools" >&2
+# The editable install builds the JupyterLab extension (labextension/) with node and npm.
+if ! command -v npm >/dev/null 2>&1; then
+    echo "[setup] npm not found: install Node.js >= 20.19 with npm (the extension is built from labextension/)" >&2
+    exit 1
+fi
+echo "[setup] installing jupyter_compress and test tools (builds the extension when its sources changed)" >&2
 pipq install -c .venv/torch-pin.txt -e ".[test]"
 echo "[setup] ready: .venv (torch ${TORCH_VERSION})" >&2

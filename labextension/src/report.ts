@@ -1,0 +1,178 @@
+/**
+ * The report summary, computed from the JSON of jupyter_compress.core.report.Report.to_dict().
+ * summaryLines mirrors Report.summary() in Python (same numbers and formatting, checked against a
+ * fixture written from Python); renderReport builds DOM with textContent only, so it is safe for
+ * untrusted notebooks.
+ */
+
+export const REPORT_MIME = 'application/vnd.jupyter-compress.report+json';
+
+export type SummaryLine = [string, string, string, string];
+
+type Json = Record<string, any>;
+
+/** Python's f"{n:,}" for an integer. */
+function grouped(n: number): string {
+  const sign = n < 0 ? '-' : '';
+  return sign + Math.abs(Math.trunc(n)).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+/** Python's _fmt_bytes. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  for (const unit of units) {
+    if (Math.abs(n) < 1024 || unit === 'GiB') {
+      return unit === 'B' ? `${n.toFixed(0)} ${unit}` : `${n.toFixed(2)} ${unit}`;
+    }
+    n /= 1024;
+  }
+  return `${n.toFixed(2)} GiB`;
+}
+
+function ratio(before: number, after: number): string {
+  return after ? `${(before / after).toFixed(2)}x` : 'inf';
+}
+
+/** Python's f"{v:.4g}" (enough of it: finite floats). */
+export function format4g(v: number): string {
+  if (!isFinite(v)) {
+    return String(v);
+  }
+  if (v === 0) {
+    return '0';
+  }
+  const exp = Math.floor(Math.log10(Math.abs(Number(v.toPrecision(4)))));
+  if (exp < -4 || exp >= 4) {
+    const [mant, e] = v.toExponential(3).split('e');
+    const m = mant.includes('.') ? mant.replace(/0+$/, '').replace(/\.$/, '') : mant;
+    const en = Number(e);
+    return `${m}e${en < 0 ? '-' : '+'}${String(Math.abs(en)).padStart(2, '0')}`;
+  }
+  const digits = Math.max(0, 3 - exp);
+  let fixed = v.toFixed(digits);
+  // Python rounds exact ties to even (f"{1234.5:.4g}" is '1234'); toFixed rounds them away from zero.
+  const scaled = Math.abs(v) * 10 ** digits;
+  if (scaled % 1 === 0.5 && Math.floor(scaled) % 2 === 0) {
+    fixed = (Math.sign(v) * Math.floor(scaled) / 10 ** digits).toFixed(digits);
+  }
+  return fixed.includes('.') ? fixed.replace(/0+$/, '').replace(/\.$/, '') : fixed;
+}
+
+function fmtMetric(value: unknown, isFloat: boolean): string {
+  if (value === null || value === undefined) {
+    return '-';
+  }
+  if (typeof value === 'number') {
+    return isFloat ? format4g(value) : String(value);
+  }
+  if (typeof value === 'boolean') {
+    return value ? 'True' : 'False';
+  }
+  return String(value);
+}
+
+/**
+ * JSON loses Python's int/float distinction for whole floats (1.0 arrives as 1); the Python side
+ * formats floats with .4g and ints plainly, and for whole numbers under 1e4 both print alike.
+ */
+function isFloatLike(v: unknown): boolean {
+  return typeof v === 'number' && !Number.isInteger(v);
+}
+
+export function summaryLines(r: Json): SummaryLine[] {
+  const lines: SummaryLine[] = [
+    ['parameters', grouped(r.model_params_before), grouped(r.model_params_after),
+      ratio(r.model_params_before, r.model_params_after)],
+    ['non-zero parameters', grouped(r.model_nonzeros_before), grouped(r.model_nonzeros_after),
+      ratio(r.model_nonzeros_before, r.model_nonzeros_after)],
+    ['bytes in memory', formatBytes(r.model_bytes_before), formatBytes(r.model_bytes_after),
+      ratio(r.model_bytes_before, r.model_bytes_after)]
+  ];
+  const before: Json = r.metrics_before ?? {};
+  const after: Json = r.metrics_after ?? {};
+  const keys = Array.from(new Set([...Object.keys(before), ...Object.keys(after)])).sort();
+  for (const key of keys) {
+    const b = before[key];
+    const a = after[key];
+    let change = '';
+    if (typeof b === 'number' && typeof a === 'number') {
+      if (key.includes('latency') && b) {
+        change = `${(a / b).toFixed(2)}x time`;
+      } else {
+        const d = a - b;
+        change = (d >= 0 ? '+' : '') + format4g(d);
+      }
+    }
+    lines.push([key, fmtMetric(b, isFloatLike(b)), fmtMetric(a, isFloatLike(a)), change]);
+  }
+  return lines;
+}
+
+/** Counts shown under the table: layers changed / skipped, and the plan's methods. */
+export function reportCounts(r: Json): { compressed: number; skipped: number; methods: string[] } {
+  const rows: Json[] = Array.isArray(r.rows) ? r.rows : [];
+  const skipped = rows.filter(row => row.skipped !== null && row.skipped !== undefined).length;
+  const steps: Json[] = Array.isArray(r.plan?.steps) ? r.plan.steps : [];
+  const methods = steps.map(s => String(s.method ?? '?'));
+  return { compressed: rows.length - skipped, skipped, methods };
+}
+
+/** Whether data looks like a report (the renderer says so plainly instead of failing). */
+export function isReport(data: unknown): data is Json {
+  if (!data || typeof data !== 'object') {
+    return false;
+  }
+  const d = data as Json;
+  return ['model_params_before', 'model_params_after', 'model_bytes_before', 'model_bytes_after'].every(
+    k => typeof d[k] === 'number'
+  );
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  doc: Document, tag: K, text?: string, cls?: string
+): HTMLElementTagNameMap[K] {
+  const node = doc.createElement(tag);
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  if (cls) {
+    node.className = cls;
+  }
+  return node;
+}
+
+export function renderReport(host: HTMLElement, data: unknown): void {
+  const doc = host.ownerDocument;
+  host.textContent = '';
+  if (!isReport(data)) {
+    host.appendChild(el(doc, 'div', 'jupyter_compress: this output is not a report (missing totals).',
+      'jp-CompressReport-error'));
+    return;
+  }
+  const box = el(doc, 'div', undefined, 'jp-CompressReport');
+  box.appendChild(el(doc, 'div', 'jupyter_compress report' + (data.inplace ? ' (in place)' : ''),
+    'jp-CompressReport-title'));
+  const table = el(doc, 'table', undefined, 'jp-CompressReport-summary');
+  const head = el(doc, 'tr');
+  for (const h of ['', 'before', 'after', 'ratio / change']) {
+    head.appendChild(el(doc, 'th', h));
+  }
+  table.appendChild(head);
+  for (const line of summaryLines(data)) {
+    const tr = el(doc, 'tr');
+    line.forEach(v => tr.appendChild(el(doc, 'td', v)));
+    table.appendChild(tr);
+  }
+  box.appendChild(table);
+  const counts = reportCounts(data);
+  const methods = counts.methods.length ? ` (plan: ${counts.methods.join(' -> ')})` : '';
+  box.appendChild(el(doc, 'div', `${counts.compressed} layer changes, ${counts.skipped} skipped${methods}`,
+    'jp-CompressReport-counts'));
+  const notes: unknown[] = Array.isArray(data.notes) ? data.notes : [];
+  if (notes.length) {
+    const ul = el(doc, 'ul', undefined, 'jp-CompressReport-notes');
+    notes.forEach(n => ul.appendChild(el(doc, 'li', String(n))));
+    box.appendChild(ul);
+  }
+  host.appendChild(box);
+}
