@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 
 from .core.apply import applied_plans, compress, compress_, forget_undo, preview, revert_
 from .core.config import MethodConfig
+from .core.evaluate import Evaluator, attach_thresholds, evaluate
 from .core.metrics import accuracy, count_nonzero, count_params, measure_latency, model_bytes, state_dict_hash
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods, register_method
 from .core.report import LayerRow, Report
 from .core.selection import Selector
+from .core.thresholds import Thresholds
 from .errors import (
     CompressError,
     InvalidConfigError,
@@ -64,6 +66,10 @@ __all__ = [
     "measure_latency",
     "accuracy",
     "state_dict_hash",
+    "Evaluator",
+    "evaluate",
+    "Thresholds",
+    "attach_thresholds",
     "CompressError",
     "InvalidConfigError",
     "SelectorError",
