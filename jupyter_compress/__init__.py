@@ -31,6 +31,7 @@ from .errors import (
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.schedule import prune_gradually, schedule_amounts
+from .strategy.compare import ComparisonTable, compare
 
 __all__ = [
     "__version__",
@@ -69,6 +70,8 @@ __all__ = [
     "Evaluator",
     "evaluate",
     "Thresholds",
+    "compare",
+    "ComparisonTable",
     "attach_thresholds",
     "CompressError",
     "InvalidConfigError",

@@ -19,7 +19,7 @@ from torch import nn
 
 from .metrics import call_model, eval_mode, measure_latency
 
-__all__ = ["batch_of", "speed_metrics", "peak_memory_bytes"]
+__all__ = ["batch_of", "speed_metrics", "peak_memory_bytes", "paired_latency"]
 
 
 def batch_of(inputs: Any, batch_size: int) -> Any:
@@ -89,3 +89,26 @@ def peak_memory_bytes(model: nn.Module, example_inputs: Any) -> int:
         current += e.nbytes()
         peak = max(peak, current)
     return int(peak)
+
+
+def paired_latency(a: nn.Module, b: nn.Module, example_inputs: Any, *, rounds: int = 15, warmup: int = 2,
+                   max_time_s: float = 4.0) -> tuple[float, float]:
+    """Median latency (ms) of ``a`` and ``b`` timed in alternation, so that load from other processes
+    hits both alike (their ratio is far steadier than that of two separate measurements)."""
+    import statistics
+    import time
+
+    times: tuple[list[float], list[float]] = ([], [])
+    with eval_mode(a), eval_mode(b), torch.inference_mode():
+        for _ in range(warmup):
+            call_model(a, example_inputs)
+            call_model(b, example_inputs)
+        start_all = time.perf_counter()
+        for i in range(rounds):
+            if i >= 3 and time.perf_counter() - start_all > max_time_s:
+                break
+            for model, bucket in ((a, times[0]), (b, times[1])) if i % 2 == 0 else ((b, times[1]), (a, times[0])):
+                start = time.perf_counter()
+                call_model(model, example_inputs)
+                bucket.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
