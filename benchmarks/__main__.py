@@ -9,6 +9,7 @@ import time
 import torch
 
 from . import (
+    bench_codecs,
     bench_decompose,
     bench_digits,
     bench_lowrank,
@@ -18,7 +19,8 @@ from . import (
 )
 from .timing import COLUMNS
 
-REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose]
+REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
+            bench_codecs]
 
 
 def cpu_model() -> str:

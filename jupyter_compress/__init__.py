@@ -11,11 +11,13 @@ __version__ = "0.1.0"
 
 from .core.apply import applied_plans, compress, compress_, forget_undo, preview, revert_
 from .core.config import MethodConfig
+from .core.evaluate import Evaluator, attach_thresholds, evaluate
 from .core.metrics import accuracy, count_nonzero, count_params, measure_latency, model_bytes, state_dict_hash
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods, register_method
 from .core.report import LayerRow, Report
 from .core.selection import Selector
+from .core.thresholds import Thresholds
 from .errors import (
     CompressError,
     InvalidConfigError,
@@ -30,6 +32,7 @@ from .io import load, save
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.schedule import prune_gradually, schedule_amounts
+from .strategy.compare import ComparisonTable, compare
 
 __all__ = [
     "__version__",
@@ -67,6 +70,12 @@ __all__ = [
     "measure_latency",
     "accuracy",
     "state_dict_hash",
+    "Evaluator",
+    "evaluate",
+    "Thresholds",
+    "compare",
+    "ComparisonTable",
+    "attach_thresholds",
     "CompressError",
     "InvalidConfigError",
     "SelectorError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import math
 from typing import Any
 
 __all__ = ["LayerRow", "Report", "REPORT_MIME"]
@@ -48,10 +49,43 @@ def _ratio(before: float, after: float) -> str:
     return f"{before / after:.2f}x" if after else "inf"
 
 
-def _fmt_metric(value: Any) -> str:
+def _fmt_metric(value: Any, key: str = "") -> str:
     if value is None:
         return "-"
+    if key.endswith("_bytes") and isinstance(value, (int, float)):
+        return _fmt_bytes(value)
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _change(key: str, before: Any, after: Any) -> str:
+    """How a metric moved: a ratio for sizes, times and throughput, a signed difference otherwise."""
+    if not (_is_number(before) and _is_number(after)) or not math.isfinite(before - after):
+        return ""
+    if "latency" in key or key.endswith("_s"):
+        return f"{after / before:.2f}x time" if before else ""
+    if key.endswith("_bytes"):
+        return _ratio(before, after) + " smaller" if after else ""
+    if key.startswith("throughput"):
+        return f"{after / before:.2f}x" if before else ""
+    return f"{after - before:+.4g}"
+
+
+def _metric_order(key: str) -> tuple[int, str]:
+    """Quality first, then speed, memory and size on disk; alphabetical within a group."""
+    groups = (("accuracy", "precision", "recall", "f1", "mae", "mse", "r2", "metric"),
+              ("top1", "cosine", "kl_", "sqnr", "output_"), ("latency", "throughput"), ("peak_memory",), ("disk_",))
+    for i, prefixes in enumerate(groups):
+        if key.startswith(prefixes):
+            return (i, key)
+    return (0, key)  # the user's own metrics sit with the quality ones
+
+
+# Metrics the summary leaves out because the report's own totals already show them.
+_SHOWN_BY_TOTALS = ("params", "nonzeros")
 
 
 @dataclasses.dataclass
@@ -72,6 +106,21 @@ class Report:
     notes: list[str] = dataclasses.field(default_factory=list)
     inplace: bool = False
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-step metrics (schedules)
+    thresholds: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # see core.thresholds
+    # HTML fragments (plots) shown under the summary; not serialized (the JSON stays small).
+    plots_html: list[tuple[str, str]] = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool | None:
+        """False if a threshold is crossed, True if all set ones hold, None if none set or unchecked."""
+        status = [t["ok"] for t in self.thresholds]
+        if any(ok is False for ok in status):
+            return False
+        return True if status and all(ok for ok in status) else None
+
+    def attach_html(self, title: str, fragment: str) -> None:
+        """Show ``fragment`` (e.g. a plot's HTML, see :mod:`jupyter_compress.plotting`) in the HTML view."""
+        self.plots_html.append((title, fragment))
 
     # -- totals ------------------------------------------------------------
     @property
@@ -91,7 +140,9 @@ class Report:
     # -- serialization -----------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data.pop("plots_html")
         data["totals"] = self.totals
+        data["passed"] = self.passed
         return data
 
     @classmethod
@@ -99,6 +150,7 @@ class Report:
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in fields}
         kwargs["rows"] = [LayerRow(**r) for r in data.get("rows", [])]
+        kwargs.pop("plots_html", None)
         return cls(**kwargs)
 
     # -- rendering ---------------------------------------------------------
@@ -112,13 +164,35 @@ class Report:
             ("bytes in memory", _fmt_bytes(self.model_bytes_before), _fmt_bytes(self.model_bytes_after),
              _ratio(self.model_bytes_before, self.model_bytes_after)),
         ]
-        for key in sorted(set(self.metrics_before) | set(self.metrics_after)):
+        for key in sorted(set(self.metrics_before) | set(self.metrics_after), key=_metric_order):
             before, after = self.metrics_before.get(key), self.metrics_after.get(key)
-            ratio = ""
-            if isinstance(before, (int, float)) and isinstance(after, (int, float)):
-                ratio = f"{after / before:.2f}x time" if "latency" in key and before else f"{after - before:+.4g}"
-            lines.append((key, _fmt_metric(before), _fmt_metric(after), ratio))
+            if key in _SHOWN_BY_TOTALS or not (_is_number(before) or _is_number(after)):
+                continue  # nested detail (per class, codecs) has its own tables
+            lines.append((key, _fmt_metric(before, key), _fmt_metric(after, key), _change(key, before, after)))
         return lines
+
+    def threshold_lines(self) -> list[str]:
+        """One line per threshold: PASS / FAIL / UNCHECKED and the measured value against the limit."""
+        word = {True: "PASS", False: "FAIL", None: "UNCHECKED"}
+        return [f"{word[t['ok']]}: {t['message']}" for t in self.thresholds]
+
+    def _codec_rows(self) -> list[list[str]]:
+        rows = []
+        for label, metrics in (("before", self.metrics_before), ("after", self.metrics_after)):
+            for c in metrics.get("codecs") or []:
+                rows.append([label, c["codec"], _fmt_bytes(c["raw_bytes"]), _fmt_bytes(c["compressed_bytes"]),
+                             f"{c['ratio']:.2f}x", f"{c['compress_mb_s']:.0f}", f"{c['decompress_mb_s']:.0f}"])
+        return rows
+
+    def _class_rows(self) -> list[list[str]]:
+        before, after = self.metrics_before.get("per_class") or {}, self.metrics_after.get("per_class") or {}
+        rows = []
+        for cls in sorted(set(before) | set(after), key=lambda c: (len(c), c)):
+            b, a = before.get(cls, {}), after.get(cls, {})
+            f1b, f1a = b.get("f1"), a.get("f1")
+            rows.append([cls, _fmt_metric(f1b), _fmt_metric(f1a), _change("f1", f1b, f1a),
+                         _fmt_metric(a.get("recall")), str(a.get("support", b.get("support", "")))])
+        return rows
 
     def _row_cells(self, r: LayerRow) -> list[str]:
         err = "" if r.error is None else f"{r.error:.4g}"
@@ -134,9 +208,15 @@ class Report:
 
     def to_text(self) -> str:
         out = ["jupyter_compress report" + (" (in place)" if self.inplace else ""), ""]
+        if self.passed is False:
+            out[1:1] = ["WARNING: a threshold is crossed: " + "; ".join(
+                t["message"] for t in self.thresholds if t["ok"] is False)]
         width = max(len(s[0]) for s in self.summary())
         for name, before, after, ratio in self.summary():
             out.append(f"  {name:<{width}}  {before:>14} -> {after:<14} {ratio}")
+        if self.thresholds:
+            out.append("")
+            out += [f"  {line}" for line in self.threshold_lines()]
         cells = [self._HEAD] + [self._row_cells(r) for r in self.rows]
         widths = [max(len(c[i]) for c in cells) for i in range(len(self._HEAD))]
         out.append("")
@@ -153,12 +233,29 @@ class Report:
         cell = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
         parts = [f'<div class="jupyter-compress-report"><b>jupyter_compress report</b>'
                  f'{" (in place)" if self.inplace else ""}',
+                 ('<div style="background:#ffebe9;color:#cf222e;padding:4px;font-weight:bold">WARNING: a threshold '
+                  'is crossed</div>' if self.passed is False else ""),
                  f'<table style="{style}"><tr>'
                  + "".join(f'<th style="{cell}">{h}</th>' for h in ("", "before", "after", "ratio / change"))
                  + "</tr>"]
         for row in self.summary():
             parts.append("<tr>" + "".join(f'<td style="{cell}">{esc(v)}</td>' for v in row) + "</tr>")
         parts.append("</table>")
+        for t, line in zip(self.thresholds, self.threshold_lines()):
+            color = {True: "#1a7f37", False: "#cf222e", None: "#9a6700"}[t["ok"]]
+            parts.append(f'<div style="color:{color};font-weight:bold;font-family:monospace">{esc(line)}</div>')
+        for title, head, rows in (
+            ("per-class F1", ["class", "F1 before", "F1 after", "change", "recall after", "support"],
+             self._class_rows()),
+            ("bytes on disk through general-purpose codecs",
+             ["model", "codec", "raw", "compressed", "ratio", "compress MB/s", "decompress MB/s"],
+             self._codec_rows()),
+        ):
+            if rows:
+                parts.append(f'<details><summary>{esc(title)}</summary><table style="{style}"><tr>'
+                             + "".join(f'<th style="{cell}">{esc(h)}</th>' for h in head) + "</tr>"
+                             + "".join("<tr>" + "".join(f'<td style="{cell}">{esc(v)}</td>' for v in r) + "</tr>"
+                                       for r in rows) + "</table></details>")
         parts.append(f'<details open><summary>{len(self.rows)} layer changes</summary><table style="{style}"><tr>'
                      + "".join(f'<th style="{cell}">{esc(h)}</th>' for h in self._HEAD) + "</tr>")
         for r in self.rows:
@@ -166,6 +263,8 @@ class Report:
         parts.append("</table></details>")
         if self.notes:
             parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in self.notes) + "</ul>")
+        for title, fragment in self.plots_html:  # trusted HTML built by jupyter_compress.plotting
+            parts.append(f'<div class="jupyter-compress-plot"><b>{esc(title)}</b>{fragment}</div>')
         parts.append("</div>")
         return "".join(parts)
 

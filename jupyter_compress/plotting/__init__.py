@@ -1,0 +1,48 @@
+"""Plots of reports and sweeps (bokeh), with their numbers computed by plain functions in ``data``.
+
+    >>> from jupyter_compress import plotting
+    >>> plotting.attach_plots(report, model, small)   # the report now shows its figures inline
+    >>> plotting.configure("inline")                 # BokehJS from the installed package, once
+
+Needs the ``plots`` extra (bokeh). Importing ``jupyter_compress`` does not import this package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..core.report import Report
+from . import data
+from .resources import configure, figure_html, load_bokehjs
+
+__all__ = ["attach_plots", "configure", "data", "figure_html", "load_bokehjs", "report_figures", "show"]
+
+
+def report_figures(report: Report, before: nn.Module | None = None, after: nn.Module | None = None):
+    """``[(title, bokeh figure), ...]`` for ``report`` (see :func:`.figures.report_figures`)."""
+    from .figures import report_figures as _figures
+
+    return _figures(report, before, after)
+
+
+def attach_plots(report: Report, before: nn.Module | None = None, after: nn.Module | None = None) -> Report:
+    """Build the report's figures and attach them as HTML, so ``display(report)`` shows them inline
+    and the saved notebook keeps them readable (and interactive) without a kernel."""
+    for title, fig in report_figures(report, before, after):
+        report.attach_html(title, figure_html(fig))
+    return report
+
+
+class _Figure:
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def _repr_html_(self) -> str:
+        return figure_html(self.obj)
+
+
+def show(obj: Any) -> _Figure:
+    """A displayable wrapper of a bokeh figure (offline BokehJS, see :mod:`.resources`)."""
+    return _Figure(obj)

@@ -1,0 +1,152 @@
+"""Plot data by hand (no bokeh), then the figures' renderers and data sources, and offline BokehJS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from jupyter_compress import Plan, PruneConfig, SVDConfig, compress
+from jupyter_compress.core.evaluate import Evaluator
+from jupyter_compress.plotting import data as D
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.fixture(scope="module")
+def run():
+    torch.manual_seed(0)
+    model = Net()
+    x = torch.randn(20, 16)
+    small, report = compress(model, Plan.of(SVDConfig(rank=0.5), PruneConfig(amount=0.5)),
+                             eval=Evaluator(x, reference=model, example_inputs=x, batch_sizes=(4,)))
+    return model, small, report
+
+
+def test_layer_sizes_and_errors(run):
+    model, small, report = run
+    sizes = D.layer_sizes(report)
+    assert sizes["layer"] == ["a", "b"]
+    assert sizes["params_before"] == [16 * 32 + 32, 32 * 8 + 8]
+    from jupyter_compress import count_params
+
+    assert sizes["params_after"] == [count_params(small.a), count_params(small.b)]
+    from jupyter_compress import count_nonzero, model_bytes
+
+    assert sizes["nonzeros_after"] == [count_nonzero(small.a), count_nonzero(small.b)]
+    assert sizes["bytes_after"] == [model_bytes(small.a), model_bytes(small.b)]
+    errs = D.layer_errors(report)
+    assert len(errs["layer"]) == len([r for r in report.rows if r.error is not None]) >= 2
+    assert all(e > 0 for e in errs["error"])
+
+
+def test_weight_histogram_counts_every_weight(run):
+    model, small, _ = run
+    h = D.weight_histogram(model, small, "a", bins=10)
+    assert sum(h["before"]) == h["count_before"] == 16 * 32
+    assert sum(h["after"]) == h["count_after"] == sum(p.numel() for n, p in small.a.named_parameters()
+                                                    if n.endswith("weight"))
+    assert h["zeros_after"] >= 0.45 and h["zeros_before"] == 0.0  # pruned by half after the SVD
+    assert h["left"][0] <= float(model.a.weight.detach().min()) and h["right"][-1] >= float(model.a.weight.detach().max())
+    assert D.weight_layers(model, small) == ["a", "b"]
+
+
+def test_spectrum_and_chosen_rank(run):
+    model, _, report = run
+    rank = D.chosen_rank(report, "a")
+    assert rank == report.rows[0].detail["rank"]
+    s = D.spectrum_data(model, "a", rank)
+    assert s["singular_value"] == pytest.approx(torch.linalg.svdvals(model.a.weight.double()).tolist(), rel=1e-12)
+    assert s["energy"][-1] == pytest.approx(1.0) and s["error"][-1] == pytest.approx(0.0, abs=1e-6)
+    assert s["chosen_rank"] == rank and len(s["rank"]) == 16
+
+
+def test_latency_data_orders_cases():
+    d = D.latency_data({"latency_ms@8": 4.0, "latency_ms": 2.0, "latency_ms@1": 1.0, "accuracy": 1},
+                       {"latency_ms@8": 2.0, "latency_ms": 1.0, "latency_ms@1": 1.0})
+    assert d["case"] == ["given batch", "batch 1", "batch 8"] and d["ratio"] == [0.5, 1.0, 0.5]
+
+
+def test_pareto_front_by_hand():
+    xs, ys = [1, 2, 3, 2, 1], [0.5, 0.9, 0.95, 0.8, 0.5]
+    assert D.pareto_front(xs, ys) == [True, True, True, False, True]  # duplicates are both kept
+    pts = [{"size": 1.0, "acc": 0.9, "plan": "p1"}, {"size": 2.0, "acc": 0.8, "plan": "p2"}, {"size": None}]
+    assert D.pareto_data(pts, "size", "acc") == {"x": [1.0, 2.0], "y": [0.9, 0.8], "label": ["p1", "p2"],
+                                                 "frontier": [True, False]}
+
+
+def test_figures_have_their_renderers_and_sources(run):
+    from bokeh.models import ColumnDataSource, CustomJS, GlyphRenderer, HoverTool, Select, Span
+
+    from jupyter_compress.plotting import figures as F
+
+    model, small, report = run
+    hist = F.histogram_figure(model, small)
+    select, fig = hist.children
+    assert isinstance(select, Select) and select.options == ["a", "b"]
+    assert len(fig.select(GlyphRenderer)) == 2
+    callback = select.js_property_callbacks["change:value"][0]
+    assert isinstance(callback, CustomJS) and set(callback.args["hists"]) == {"a", "b"}
+    src = fig.select(GlyphRenderer)[0].data_source
+    assert src.data["before"] == D.weight_histogram(model, small, "a")["before"]
+
+    sizes = F.sizes_figure(report, "bytes")
+    data = sizes.select(GlyphRenderer)[0].data_source.data
+    assert data["before"] == D.layer_sizes(report)["bytes_before"]
+    assert list(sizes.x_range.factors) == ["a", "b"]
+
+    spec = F.spectrum_figure(model, "a", 3)
+    assert [s.location for s in spec.select(Span)] == [3]
+    lat = F.latency_figure(report.metrics_before, report.metrics_after)
+    assert list(lat.x_range.factors) == ["given batch", "batch 4"]
+
+    par = F.pareto_figure([{"x": 1, "y": 1, "plan": "a"}, {"x": 2, "y": 0.5, "plan": "b"}], "x", "y")
+    scat = [r for r in par.select(GlyphRenderer) if isinstance(r.data_source, ColumnDataSource)
+            and "label" in r.data_source.data][0]
+    assert scat.data_source.data["frontier"] == [True, False]
+    assert any(("plan", "@label") in h.tooltips for h in par.select(HoverTool))
+    titles = [t for t, _ in F.report_figures(report, model, small)]
+    assert titles == ["parameters per layer", "bytes per layer", "per-layer error", "latency",
+                      "weights before / after", "singular values"]
+
+
+def test_bokehjs_is_inline_once_and_server_mode_embeds_none(run):
+    from jupyter_compress import plotting
+    from jupyter_compress.plotting import figures as F
+    from jupyter_compress.plotting import resources
+
+    model, small, report = run
+    fig = F.errors_figure(report)
+    try:
+        plotting.configure("inline")
+        first, second = plotting.figure_html(fig), plotting.figure_html(fig)
+        assert "<script src=" not in first and "cdn.bokeh.org" not in first  # nothing fetched
+        assert len(first) > 1_000_000 > 50_000 > len(second)  # BokehJS travels once
+        assert "Bokeh" in second and "<div" in second
+        plotting.configure("server", root_url="http://localhost:8765/")
+        html = plotting.figure_html(fig)
+        assert '<script src="http://localhost:8765/static/js/bokeh.min.js">' in html and len(html) < 50_000
+        with pytest.raises(ValueError, match="root_url"):
+            plotting.configure("server")
+    finally:
+        plotting.configure("inline")
+    assert resources.resources_mode() == "inline"
+
+
+def test_attach_plots_puts_figures_into_the_html(run):
+    from jupyter_compress import plotting
+
+    model, small, report = run
+    report.plots_html.clear()
+    plotting.attach_plots(report, model, small)
+    html = report.to_html()
+    assert html.count('class="jupyter-compress-plot"') == 6
+    assert "plots_html" not in report.to_dict()
+    report.plots_html.clear()
