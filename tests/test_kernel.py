@@ -70,5 +70,5 @@ def test_usage_error_in_a_kernel_is_one_line_without_traceback(kernel):
     # IPython shows a UsageError as one line on stderr, with no traceback
     shown = [m["content"] for m in outputs if m["msg_type"] in ("stream", "error")]
     text = "".join(c.get("text", "") + "".join(c.get("traceback", [])) for c in shown)
-    assert text.strip().startswith("UsageError: %compress: The 'amount' parameter")
+    assert text.strip().startswith("UsageError: %compress: --prune 1.5: The 'amount' parameter")
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1

@@ -34,12 +34,15 @@ def test_one_version_for_python_and_the_extension():
     assert package["version"] == jupyter_compress.__version__ == py_version
 
 
-def test_report_fixture_matches_python_summary():
-    """labextension/tests/fixtures/report.json feeds the TypeScript summary test; its expected lines
-    must be what Python's Report.summary() says for the same report, or the two views drift apart."""
+def test_report_json_carries_the_python_summary_for_the_renderer():
+    """The renderer (labextension/src/report.ts) shows the summary lines embedded in the report JSON,
+    so it cannot drift from Python's Report.summary(); its own computation is only a fallback for
+    JSON without them (the TypeScript tests check that fallback against labextension/tests/fixtures)."""
     fixture = json.loads((LABEXT / "tests" / "fixtures" / "report.json").read_text())
     report = Report.from_dict(fixture["report"])
-    assert [list(line) for line in report.summary()] == fixture["summary"]
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["summary"] == [list(line) for line in report.summary()]
+    assert Report.from_dict(data).summary() == report.summary()
 
 
 def _labextension_list(env: dict[str, str]) -> str:

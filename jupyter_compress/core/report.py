@@ -143,6 +143,8 @@ class Report:
         data.pop("plots_html")
         data["totals"] = self.totals
         data["passed"] = self.passed
+        # the rendered summary travels with the data, so the JupyterLab renderer shows exactly these lines
+        data["summary"] = [list(line) for line in self.summary()]
         return data
 
     @classmethod

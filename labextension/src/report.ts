@@ -1,7 +1,7 @@
 /**
  * The report summary, computed from the JSON of jupyter_compress.core.report.Report.to_dict().
- * summaryLines mirrors Report.summary() in Python (same numbers and formatting, checked against a
- * fixture written from Python); renderReport builds DOM with textContent only, so it is safe for
+ * summaryLines shows the summary lines Python embeds in the JSON; for JSON without them it mirrors an
+ * earlier Report.summary() (checked against a fixture written from Python); renderReport builds DOM with textContent only, so it is safe for
  * untrusted notebooks.
  */
 
@@ -80,6 +80,9 @@ function isFloatLike(v: unknown): boolean {
 }
 
 export function summaryLines(r: Json): SummaryLine[] {
+  if (Array.isArray(r.summary)) {
+    return r.summary as SummaryLine[]; // the lines Python rendered (Report.to_dict embeds them)
+  }
   const lines: SummaryLine[] = [
     ['parameters', grouped(r.model_params_before), grouped(r.model_params_after),
       ratio(r.model_params_before, r.model_params_after)],

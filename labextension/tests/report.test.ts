@@ -9,7 +9,12 @@ import { format4g, formatBytes, renderReport, reportCounts, summaryLines } from 
 const fixture = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'report.json'), 'utf8'));
 
 describe('summary', () => {
-  it('says what Python says for the same report', () => {
+  it('shows the summary lines Python embedded', () => {
+    const lines = [['parameters', '10', '5', '2.00x']];
+    expect(summaryLines({ ...fixture.report, summary: lines })).toEqual(lines);
+  });
+
+  it('falls back to computing them like Python for the same report', () => {
     expect(summaryLines(fixture.report)).toEqual(fixture.summary);
   });
 
