@@ -85,7 +85,18 @@ __all__ = [
     "LayerNotSupportedError",
     "NothingToRevertError",
     "load_ipython_extension",
+    "tune",
+    "TunePanel",
 ]
+
+
+def __getattr__(name):
+    """``tune`` and ``TunePanel`` import ipywidgets, so they load on first use (PEP 562)."""
+    if name in ("tune", "TunePanel"):
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'jupyter_compress' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised through a real shell in tests

@@ -144,6 +144,15 @@ def build_parser() -> _Parser:
     p.add_argument("--seed", type=int, default=None, help="seed for any random choice (default 0)")
     p.add_argument("--emit-config", dest="emit_config", action="store_true",
                    help="write the exact plan of this run as a %%%%compress cell below")
+    p.add_argument("--plots", dest="plots", action="store_true", default=None,
+                   help="show before/after plots with the report (default: CompressMagics.plots)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="no plots")
+    p.add_argument("--tune", action="store_true", help="open the tuning panel on MODEL (sliders, live preview, "
+                   "Apply / Revert / Generate cell)")
+    p.add_argument("--compare", action="store_true", help="measure every method family side by side on MODEL "
+                   "at --budget (needs --data or --example)")
+    p.add_argument("--budget", type=_amount, default=0.5, metavar="FRACTION",
+                   help="with --compare: fraction of the parameters kept (default 0.5)")
     p.add_argument("--report", dest="report", action="store_true", default=True, help="show the report (default)")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not show the report")
     return p
@@ -188,7 +197,7 @@ class CompressMagics(Magics):
     device = Unicode("", help="Device the compressed model is placed on ('' keeps the model's device; 'cpu', "
                      "'cuda', 'cuda:1', 'mps').").tag(config=True)
     bokeh_resources = Unicode("inline", help="Where BokehJS is loaded from: 'inline' (once per notebook, "
-                              "offline) or 'cdn'.").tag(config=True)
+                              "offline) or the http(s) URL of a local server holding BokehJS.").tag(config=True)
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
@@ -210,8 +219,8 @@ class CompressMagics(Magics):
 
     def _check_settings(self) -> None:
         """Traitlets accept any string; check the values here, where they are used."""
-        if self.bokeh_resources not in ("inline", "cdn"):
-            raise UsageError(f"%compress: CompressMagics.bokeh_resources must be 'inline' or 'cdn'; got "
+        if self.bokeh_resources != "inline" and not self.bokeh_resources.startswith(("http://", "https://")):
+            raise UsageError(f"%compress: CompressMagics.bokeh_resources must be 'inline' or an http(s) URL; got "
                              f"{self.bokeh_resources!r}. Fix it with %config CompressMagics.bokeh_resources = 'inline'.")
         if self.device:
             import torch
@@ -279,6 +288,10 @@ class CompressMagics(Magics):
         example = self._resolve(args.example, "example inputs") if args.example else None
         data_name = args.data or args.calib
         data = self._resolve(data_name, "data") if data_name else None
+        if args.tune:
+            return self._tune(args, model, eval_fn, data, example)
+        if args.compare:
+            return self._compare(args, model, eval_fn, data, example)
         try:
             if cell is not None and cell.strip():
                 plan = Plan.from_yaml(cell)
@@ -307,10 +320,45 @@ class CompressMagics(Magics):
             line_out = " ".join(shlex.quote(t) for t in _strip_method_options(keep))
             self.shell.set_next_input(self._cell_for(Plan.from_dict(report.plan), line_out), replace=False)
         if args.report:
+            if (self.plots if args.plots is None else args.plots) and not inplace:
+                self._attach_plots(report, model, self.shell.user_ns[bound])
             display(report)
         where = "in place" if inplace else f"as {bound!r}"
         print(f"compressed {args.model} {where}: {report.model_params_before:,} -> "
               f"{report.model_params_after:,} parameters")
+
+    def _attach_plots(self, report: Any, before: Any, after: Any) -> None:
+        try:
+            from .plotting import attach_plots, configure
+        except ImportError:  # bokeh not installed: the report alone
+            return
+        if self.bokeh_resources == "inline":
+            configure("inline")
+        else:
+            configure("server", root_url=self.bokeh_resources)
+        attach_plots(report, before, after)
+
+    def _tune(self, args, model, eval_fn, data, example):
+        from .widgets import tune
+
+        panel = tune(model, eval=eval_fn, data=data, example_inputs=example, name=args.model,
+                     namespace=self.shell.user_ns, as_name=args.as_name)
+        self.shell.user_ns["_compress_panel"] = panel
+        display(panel.widget)
+
+    def _compare(self, args, model, eval_fn, data, example):
+        from .strategy.compare import compare
+
+        if data is None and example is None:
+            raise UsageError("%compress: --compare measures on your data: add --data NAME ((X, y) or X) or "
+                             "--example X.")
+        try:
+            table = compare(model, data=data if data is not None else example, eval=eval_fn, budget=args.budget,
+                            example_inputs=example)
+        except (CompressError, ValueError) as exc:
+            raise UsageError(f"%compress: --compare: {str(exc).splitlines()[0]}") from None
+        self.shell.user_ns["_compress_comparison"] = table
+        display(table)
 
     @staticmethod
     def _check_needs(plan: Plan, example: Any, data: Any) -> None:

@@ -186,7 +186,7 @@ def test_report_and_methods_magics(shell, ns, capsys):
 
 
 def test_settings_are_validated_where_used(shell, ns):
-    for setting, message in (("bokeh_resources = 'nowhere'", "must be 'inline' or 'cdn'"),
+    for setting, message in (("bokeh_resources = 'nowhere'", "must be 'inline' or an http(s) URL"),
                              ("device = 'tpu9'", "is not a device"),
                              ("device = 'cuda'", "not available on this machine")):
         run(shell, f"%config CompressMagics.{setting}")
@@ -201,3 +201,21 @@ def test_settings_are_validated_where_used(shell, ns):
         finally:
             run(shell, "%config CompressMagics.bokeh_resources = 'inline'")
             run(shell, "%config CompressMagics.device = ''")
+
+
+def test_tune_compare_and_plots_options(shell, ns, capsys):
+    run(shell, "%compress model --tune --example x --as tuned")
+    panel = ns["_compress_panel"]
+    assert panel.name == "model" and panel.target.value == "tuned"
+    panel.method_pickers["pruning"].value = "prune"
+    assert panel.apply() is ns["tuned"]
+    run(shell, "labels = torch.tensor([0, 1, 2, 3])\nxy4 = (x, labels)")
+    run(shell, "%compress model --compare --data xy4 --budget 50%")
+    table = ns["_compress_comparison"]
+    assert {"pruning", "decomposition"} <= {r["family"] for r in table.rows}
+    result = shell.run_cell("%compress model --compare")
+    assert isinstance(result.error_in_exec, UsageError) and "--data" in str(result.error_in_exec)
+    run(shell, "%compress model --prune 0.5 --plots --as plotted")
+    assert ns["_compress_report"].plots_html  # figures attached to the displayed report
+    run(shell, "%compress model --prune 0.5 --no-plots --as plain")
+    assert not ns["_compress_report"].plots_html

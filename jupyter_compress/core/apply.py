@@ -192,12 +192,15 @@ def compress(
     eval: Callable[[nn.Module], Any] | None = None,
     example_inputs: Any = None,
     data: Any = None,
+    measure: bool = True,
 ) -> tuple[nn.Module, Report]:
     """Compress a copy of ``model`` by ``plan``; return ``(new_model, report)``.
 
     ``model`` is never changed. ``plan`` may be a :class:`Plan`, a method config,
     a list of configs, a dict or YAML/JSON text. ``eval(model)`` (a number or a dict
-    of numbers) and ``example_inputs`` (for latency and output error) add metrics.
+    of numbers) and ``example_inputs`` (for latency and output error) add metrics;
+    ``measure=False`` skips the latency and output-error measurements (example inputs are
+    then only used by methods that trace the model).
 
     The copy is a full deep copy: sharing the untouched layers would save memory,
     but then fine-tuning the compressed model would silently train the original.
@@ -211,7 +214,8 @@ def compress(
             f"Could not copy the model ({type(exc).__name__}: {exc}); use compress_(model, plan) to work in place."
         ) from exc
     _APPLIED[new] = list(_APPLIED.get(model, []))
-    report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data)
+    report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data,
+                            measure=measure)
     return new, report
 
 

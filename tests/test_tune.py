@@ -1,0 +1,118 @@
+"""The tuning panel's state, without a browser: controls -> plan, preview numbers vs the core's,
+Apply / Revert, the generated cell (and its fallback when no extension answers), rapid events."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+from models import make
+
+import jupyter_compress as jc
+from jupyter_compress.widgets import tune
+
+
+def _panel(family="mlp", **kw):
+    model, x = make(family)
+    return model, x, tune(model, example_inputs=x, **kw)
+
+
+def test_controls_are_generated_from_the_configs():
+    _, _, panel = _panel()
+    amount = panel.controls["prune"]["amount"]
+    assert (amount.min, amount.max) == (0.0, pytest.approx(0.99))
+    assert panel.controls["prune"]["criterion"].options == ("magnitude", "taylor", "random")
+    assert "rank" in panel.controls["svd"] and "solver" in panel.controls["svd"]
+    assert set(panel.families) >= {"pruning", "decomposition"}
+
+
+def test_controls_to_plan_with_overrides_and_exclusions():
+    _, _, panel = _panel()
+    panel.method_pickers["pruning"].value = "prune"
+    panel.controls["prune"]["amount"].value = 0.6
+    panel.layer_rows["head"][0].value = False  # exclude the head
+    panel.layer_rows["fc2"][1]["pruning"].value = "30%"  # its own amount
+    plan = panel.plan()
+    assert [s.method for s in plan.steps] == ["prune", "prune"]
+    assert plan.steps[0].config.amount == 0.6 and plan.steps[1].config.amount == pytest.approx(0.3)
+    small, _ = jc.compress(panel.model, plan)
+    sparsity = {n: float((small.get_submodule(n).weight == 0).float().mean())
+                for n in ("fc1", "fc2", "head")}
+    assert sparsity["fc1"] == pytest.approx(0.6, abs=0.01) and sparsity["fc2"] == pytest.approx(0.3, abs=0.01)
+    assert sparsity["head"] == 0
+    panel.layer_rows["fc2"][1]["pruning"].value = "lots"
+    assert "not a number" in panel.message.value  # shown in the panel, not raised
+
+
+@pytest.mark.parametrize("method,field,value", [("prune", "amount", 0.7), ("svd", "rank", 0.3)])
+def test_preview_numbers_equal_the_core_numbers(method, field, value):
+    model, x, panel = _panel()
+    family = "pruning" if method == "prune" else "decomposition"
+    panel.method_pickers[family].value = method
+    panel.controls[method][field].value = value
+    preview = panel.last_preview
+    _, report = jc.compress(model, panel.plan())
+    assert (preview.params_after, preview.nonzeros_after, preview.bytes_after) == (
+        report.model_params_after, report.model_nonzeros_after, report.model_bytes_after)
+    errors = {r.name: r.error for r in report.compressed_rows}
+    assert {r["name"]: pytest.approx(r["error"], rel=1e-6) for r in preview.layers} == errors  # float64 both
+
+
+def test_apply_binds_a_copy_and_revert_unbinds_it():
+    ns = {}
+    model, x, panel = _panel(namespace=ns, name="model")
+    before = jc.state_dict_hash(model)
+    panel.method_pickers["pruning"].value = "prune"
+    small = panel.apply()
+    assert ns["model_tuned"] is small and jc.state_dict_hash(model) == before
+    panel.revert()
+    assert "model_tuned" not in ns and panel.revert_button.disabled
+
+
+def test_apply_in_place_and_revert_restore_exactly():
+    model, x, panel = _panel()
+    before = jc.state_dict_hash(model)
+    panel.method_pickers["decomposition"].value = "svd"
+    panel.inplace.value = True
+    assert panel.apply() is model and jc.state_dict_hash(model) != before
+    panel.revert()
+    assert jc.state_dict_hash(model) == before
+
+
+def test_generated_cell_falls_back_to_code_and_reproduces_the_applied_model():
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext jupyter_compress").raise_error()
+    model, x = make("cnn")
+    shell.user_ns.update(net=model, x=x)
+    panel = tune(model, example_inputs=x, name="net", namespace=shell.user_ns)
+    panel.method_pickers["pruning"].value = "prune"
+    panel.controls["prune"]["amount"].value = 0.4
+    panel.method_pickers["decomposition"].value = "svd"
+    applied = panel.apply()
+    request = panel.generate_cell()
+    assert request.wait(2) is False  # no kernel here, so no extension: the code is shown to copy
+    assert panel.code.layout.display == "flex" and panel.code.value.startswith("%%compress net --as net_tuned")
+    shell.run_cell(panel.code.value.replace("--as net_tuned", "--as again --no-report")).raise_error()
+    assert jc.state_dict_hash(shell.user_ns["again"]) == jc.state_dict_hash(applied)
+
+
+def test_rapid_events_end_in_the_last_state():
+    model, x, panel = _panel(debounce_s=0.05)
+    panel.method_pickers["pruning"].value = "prune"
+    amounts = [round(0.01 * (i % 90), 2) for i in range(100)]
+    for amount in amounts:  # 100 slider events faster than the debounce
+        panel.controls["prune"]["amount"].value = amount
+    final = panel.last_preview
+    fresh = tune(model).engine.preview({n: jc.methods.analysis.LayerSetting(prune=amounts[-1])
+                                         for n in ("fc1", "fc2", "head")})
+    assert (final.nonzeros_after, [r["error"] for r in final.layers]) == (
+        fresh.nonzeros_after, [r["error"] for r in fresh.layers])
+    deadline = time.time() + 20
+    while "measuring" in panel.probe_label.value and time.time() < deadline:
+        time.sleep(0.05)
+    small, _ = jc.compress(model, jc.PruneConfig(amount=amounts[-1]))
+    with torch.no_grad():
+        expected = jc.core.metrics.relative_error(model(x), small(x))
+    assert f"{expected:.4f}" in panel.probe_label.value  # the probe shown is the last setting's
