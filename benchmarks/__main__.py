@@ -16,11 +16,12 @@ from . import (
     bench_pruning,
     bench_pruning_models,
     bench_structured,
+    bench_tune,
 )
 from .timing import COLUMNS
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_codecs]
+            bench_codecs, bench_tune]
 
 
 def cpu_model() -> str:
