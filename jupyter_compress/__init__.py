@@ -26,6 +26,7 @@ from .errors import (
     PlanError,
     SchemaVersionError,
     SelectorError,
+    StoppedError,
     UnknownMethodError,
 )
 from .io import load, save
@@ -84,6 +85,7 @@ __all__ = [
     "SchemaVersionError",
     "LayerNotSupportedError",
     "NothingToRevertError",
+    "StoppedError",
     "load_ipython_extension",
     "tune",
     "TunePanel",

@@ -49,3 +49,7 @@ class LayerNotSupportedError(CompressError, TypeError):
 
 class NothingToRevertError(CompressError, RuntimeError):
     """``revert_`` was called on a model that holds no in-place compression."""
+
+
+class StoppedError(CompressError, RuntimeError):
+    """The user stopped a running compression (Stop button, ``on_step`` returned False); nothing changed."""

@@ -344,7 +344,7 @@ class CompressMagics(Magics):
         panel = tune(model, eval=eval_fn, data=data, example_inputs=example, name=args.model,
                      namespace=self.shell.user_ns, as_name=args.as_name)
         self.shell.user_ns["_compress_panel"] = panel
-        display(panel.widget)
+        display(panel)
 
     def _compare(self, args, model, eval_fn, data, example):
         from .strategy.compare import compare

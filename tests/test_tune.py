@@ -116,3 +116,33 @@ def test_rapid_events_end_in_the_last_state():
     with torch.no_grad():
         expected = jc.core.metrics.relative_error(model(x), small(x))
     assert f"{expected:.4f}" in panel.probe_label.value  # the probe shown is the last setting's
+
+
+def test_stop_between_steps_leaves_the_model_as_it_was():
+    model, x, panel = _panel()
+    before = jc.state_dict_hash(model)
+    panel.method_pickers["pruning"].value = "prune"
+    panel.method_pickers["decomposition"].value = "svd"
+    panel.inplace.value = True
+    seen = []
+
+    def stop_after_first(index, total, method):
+        seen.append((index, total, method))
+        return index == 0  # the user presses Stop while step 1 runs
+
+    with pytest.raises(jc.StoppedError, match="Stopped before step 2 of 2"):
+        jc.compress_(model, panel.plan(), on_step=stop_after_first)
+    assert jc.state_dict_hash(model) == before and seen == [(0, 2, "svd"), (1, 2, "prune")]
+    panel._stop.set()  # the panel's Stop: its Apply ends with a message, the model unchanged
+    panel._on_step = lambda i, t, m: False
+    assert panel.apply() is None and "Stopped" in panel.message.value
+    assert jc.state_dict_hash(model) == before
+
+
+def test_apply_button_runs_in_the_background():
+    ns = {}
+    model, x, panel = _panel(namespace=ns)
+    panel.method_pickers["pruning"].value = "prune"
+    thread = panel.apply(background=True)
+    thread.join(30)
+    assert "model_tuned" in ns and not panel.apply_button.disabled and panel.progress.layout.display == "none"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CompressError, NothingToRevertError, PlanError
+from ..errors import CompressError, NothingToRevertError, PlanError, StoppedError
 from .metrics import (
     call_model,
     count_nonzero,
@@ -84,7 +84,8 @@ def _as_metrics(value: Any) -> dict[str, Any]:
 
 
 def _run(
-    model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any
+    model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any,
+    on_step: Callable[[int, int, str], Any] | None = None,
 ) -> tuple[list, list, dict]:
     rows: list = []
     notes: list[str] = []
@@ -93,6 +94,9 @@ def _run(
     with torch.random.fork_rng(devices=[]):  # methods may draw random numbers; the user's RNG is left alone
         torch.manual_seed(plan.seed)
         for index, step in enumerate(plan.steps):
+            if on_step is not None and on_step(index, len(plan.steps), step.method) is False:
+                raise StoppedError(f"Stopped before step {index + 1} of {len(plan.steps)} ({step.method}); the "
+                                   f"model is as it was.")
             method = get_method(step.method)
             names = step.selector.select(model, method.supported, method.name)
             start = time.perf_counter()
@@ -120,6 +124,7 @@ def _compress_into(
     measure: bool = True,
     example_inputs: Any,
     data: Any,
+    on_step: Callable[[int, int, str], Any] | None = None,
 ) -> Report:
     if not plan.steps:
         raise PlanError("The plan has no steps; add at least one, e.g. Plan.of(PruneConfig(amount=0.5)).")
@@ -136,7 +141,7 @@ def _compress_into(
     swaps: list[tuple[str, nn.Module]] = []
     start = time.perf_counter()
     try:
-        rows, notes, timings = _run(target, plan, swaps, data, example_inputs)
+        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step)
     except BaseException:
         _rollback(target, swaps)  # KeyboardInterrupt included: the model is left as it was
         raise
@@ -193,6 +198,7 @@ def compress(
     example_inputs: Any = None,
     data: Any = None,
     measure: bool = True,
+    on_step: Callable[[int, int, str], Any] | None = None,
 ) -> tuple[nn.Module, Report]:
     """Compress a copy of ``model`` by ``plan``; return ``(new_model, report)``.
 
@@ -200,7 +206,8 @@ def compress(
     a list of configs, a dict or YAML/JSON text. ``eval(model)`` (a number or a dict
     of numbers) and ``example_inputs`` (for latency and output error) add metrics;
     ``measure=False`` skips the latency and output-error measurements (example inputs are
-    then only used by methods that trace the model).
+    then only used by methods that trace the model). ``on_step(index, total, method)`` is called
+    before each step (progress bars); returning False stops there (``StoppedError``).
 
     The copy is a full deep copy: sharing the untouched layers would save memory,
     but then fine-tuning the compressed model would silently train the original.
@@ -215,7 +222,7 @@ def compress(
         ) from exc
     _APPLIED[new] = list(_APPLIED.get(model, []))
     report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data,
-                            measure=measure)
+                            measure=measure, on_step=on_step)
     return new, report
 
 
@@ -239,6 +246,8 @@ def compress_(
     eval: Callable[[nn.Module], Any] | None = None,
     example_inputs: Any = None,
     data: Any = None,
+    measure: bool = True,
+    on_step: Callable[[int, int, str], Any] | None = None,
 ) -> Report:
     """Compress ``model`` in place; transactional (a failure leaves it bit-identical).
 
@@ -248,7 +257,8 @@ def compress_(
     _check_model(model)
     plan = Plan.coerce(plan)
     # "before" metrics are measured on the model before any layer is swapped, so no copy is needed.
-    return _compress_into(model, model, plan, inplace=True, eval=eval, example_inputs=example_inputs, data=data)
+    return _compress_into(model, model, plan, inplace=True, eval=eval, example_inputs=example_inputs, data=data,
+                          measure=measure, on_step=on_step)
 
 
 def revert_(model: nn.Module) -> nn.Module:

@@ -108,14 +108,20 @@ class TunePanel:
         self.apply_button = W.Button(description="Apply", button_style="primary")
         self.revert_button = W.Button(description="Revert", disabled=True)
         self.cell_button = W.Button(description="Generate cell")
-        self.apply_button.on_click(lambda _: self.apply())
+        self.apply_button.on_click(lambda _: self.apply(background=True))
+        self.progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(display="none"))
+        self.stop_button = W.Button(description="Stop", button_style="warning", layout=W.Layout(display="none"))
+        self._stop = threading.Event()
+        self.stop_button.on_click(lambda _: self._stop.set())
+        self._static = None
         self.revert_button.on_click(lambda _: self.revert())
         self.cell_button.on_click(lambda _: self.generate_cell())
         self.code = W.Textarea(layout=W.Layout(width="100%", height="140px", display="none"))
         self.message = W.HTML()
         self.output = W.Output()
         self.plot = self._make_plot()
-        actions = W.HBox([self.target, self.inplace, self.apply_button, self.revert_button, self.cell_button])
+        actions = W.HBox([self.target, self.inplace, self.apply_button, self.revert_button, self.cell_button,
+                          self.progress, self.stop_button])
         parts = [self.tabs, self.layer_table, self.summary, self.probe_label]
         if self.plot is not None:
             parts.append(self.plot[0])
@@ -138,9 +144,11 @@ class TunePanel:
         return BokehModel(fig), source
 
     def _ipython_display_(self):
-        from IPython.display import display
+        from IPython.display import HTML, display
 
         display(self.widget)
+        # a static twin, updated on Apply: a notebook reopened without a kernel still shows the choice
+        self._static = display(HTML("<i>jupyter_compress tuning panel: nothing applied yet</i>"), display_id=True)
 
     # -- state -> plan ------------------------------------------------------
     def _method(self, family: str) -> str | None:
@@ -257,28 +265,50 @@ class TunePanel:
             self.probe_label.value = text
 
     # -- actions ---------------------------------------------------------------
-    def apply(self) -> Any:
-        """Run the plan: a new model bound to the 'as' name, or the live model in place."""
+    def apply(self, background: bool = False) -> Any:
+        """Run the plan: a new model bound to the 'as' name, or the live model in place.
+
+        With ``background=True`` (the Apply button) it runs in a thread with a progress bar and a
+        Stop button, so the panel stays responsive; Stop ends it between steps and nothing changes.
+        """
         plan = self.plan()
         if not plan.steps:
             self.message.value = "Choose a method first."
             return None
-        with self.lock:
-            try:
+        if background:
+            thread = threading.Thread(target=self._apply, args=(plan,), daemon=True)
+            thread.start()
+            return thread
+        return self._apply(plan)
+
+    def _on_step(self, index: int, total: int, method: str) -> bool:
+        self.progress.max, self.progress.value = total, index
+        self.progress.description = f"{index + 1}/{total} {method}"
+        return not self._stop.is_set()
+
+    def _apply(self, plan: Plan) -> Any:
+        self._stop.clear()
+        self.progress.layout.display = self.stop_button.layout.display = "flex"
+        self.apply_button.disabled = True
+        try:
+            with self.lock:
                 if self.inplace.value:
                     report = compress_(self.model, plan, eval=self.eval, example_inputs=self.example_inputs,
-                                       data=self.data)
+                                       data=self.data, on_step=self._on_step)
                     result = self.model
                     self._applied_inplace = True
                 else:
-                    result, report = compress(self.model, plan, eval=self.eval,
-                                              example_inputs=self.example_inputs, data=self.data)
+                    result, report = compress(self.model, plan, eval=self.eval, example_inputs=self.example_inputs,
+                                              data=self.data, on_step=self._on_step)
                     if self.namespace is not None:
                         self._previous_binding = self.namespace.get(self.target.value)
                         self.namespace[self.target.value] = result
-            except CompressError as exc:
-                self.message.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
-                return None
+        except CompressError as exc:
+            self.message.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            return None
+        finally:
+            self.progress.layout.display = self.stop_button.layout.display = "none"
+            self.apply_button.disabled = False
         self.result = (result, report)
         self.revert_button.disabled = False
         where = f"{self.name} in place" if self.inplace.value else f"as {self.target.value!r}"
@@ -288,7 +318,19 @@ class TunePanel:
             from IPython.display import display
 
             display(report)
+        self._update_static(plan)
         return result
+
+    def _update_static(self, plan: Plan) -> None:
+        """The static HTML twin of the panel (what a reopened notebook shows without a kernel)."""
+        if self._static is None:
+            return
+        from IPython.display import HTML
+
+        applied = "" if self.result is None else f"<p>Applied as <code>{html.escape(self.target.value)}</code>.</p>"
+        self._static.update(HTML(
+            f"<div class='jupyter-compress-tune'><b>jupyter_compress tuning panel</b> on <code>{html.escape(self.name)}"
+            f"</code>{applied}<pre>{html.escape(plan.to_yaml())}</pre>{self.summary.value}</div>"))
 
     def revert(self) -> None:
         """Undo the last Apply: the in-place model restored exactly, or the new name unbound."""
