@@ -28,6 +28,7 @@ from .errors import (
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
+from .methods.distill import DistillConfig, distill, make_student
 from .methods.schedule import prune_gradually, schedule_amounts
 
 __all__ = [
@@ -39,6 +40,9 @@ __all__ = [
     "applied_plans",
     "preview",
     "prune_gradually",
+    "distill",
+    "make_student",
+    "DistillConfig",
     "schedule_amounts",
     "Plan",
     "Step",
