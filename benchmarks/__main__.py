@@ -11,6 +11,7 @@ import torch
 from . import (
     bench_decompose,
     bench_digits,
+    bench_distill,
     bench_lowrank,
     bench_pruning,
     bench_pruning_models,
@@ -18,7 +19,8 @@ from . import (
 )
 from .timing import COLUMNS
 
-REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose]
+REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
+            bench_distill]
 
 
 def cpu_model() -> str:

@@ -30,7 +30,7 @@ class DistillConfig(MethodConfig):
     epochs: int = param(3, help="passes over the data", check=IntAtLeast(1))
     lr: float = param(1e-3, help="learning rate (AdamW)", check=Interval(0.0, 10.0, "(]"))
     T: float = param(4.0, help="softmax temperature of the soft targets ('kd' loss)", check=Interval(0.0, 100.0, "(]"))
-    alpha: float = param(0.9, help="weight of the distillation loss; 1 - alpha goes to the hard labels (when "
+    alpha: float = param(0.5, help="weight of the distillation loss; 1 - alpha goes to the hard labels (when "
                          "the data has labels)", check=Interval(0.0, 1.0))
     loss: str = param("auto", help="'kd' (soft-target KL + labels, classifiers), 'mse' (regressors, hidden "
                       "states), 'cosine' (embeddings) or 'auto' (chosen from the outputs and targets)",

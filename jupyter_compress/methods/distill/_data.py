@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ...core.data import iter_batches
+from ...core.metrics import call_model
 from ...errors import InvalidConfigError
 
-__all__ = ["Source", "to_device", "model_device"]
+__all__ = ["Source", "to_device", "model_device", "call"]
 
 
 def _is_array(x: Any) -> bool:
@@ -49,6 +50,14 @@ def to_device(value: Any, device: torch.device, what: str = "The data") -> Any:
     if isinstance(value, (tuple, list)):
         return type(value)(to_device(v, device, what) for v in value)
     return value
+
+
+def call(model: torch.nn.Module, inputs: Any) -> Any:
+    """Run ``model`` on a batch: a dict goes whole to an ``nn.Sequential`` (sentence-transformers take the
+    features dict as one argument), as keyword arguments to other models (Hugging Face)."""
+    if isinstance(model, torch.nn.Sequential) and isinstance(inputs, dict):
+        return model(inputs)
+    return call_model(model, inputs)
 
 
 class Source:

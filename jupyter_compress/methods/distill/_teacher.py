@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...core.metrics import call_model, eval_mode, primary_output
+from ...core.metrics import eval_mode, primary_output
 from ...errors import InvalidConfigError
-from ._data import Source, model_device, to_device
+from ._data import Source, call, model_device, to_device
 from ._features import Tap
 from .losses import output_loss
 
@@ -36,7 +36,7 @@ class TeacherOutputs:
 
     def _run(self, inputs: Any) -> dict[str, torch.Tensor]:
         with torch.no_grad(), Tap(self.teacher, self.layers) as feats:
-            raw = call_model(self.teacher, to_device(inputs, self.tdevice))
+            raw = call(self.teacher, to_device(inputs, self.tdevice))
         if self.first_raw is None:
             self.first_raw = raw
         out = primary_output(raw)
@@ -91,7 +91,7 @@ class Validator:
         device, total, count = model_device(model), 0.0, 0
         n = len(self.source.X) if self.source.X is not None else None
         for key, inputs, targets in self.source.epoch(None):
-            s = primary_output(call_model(model, to_device(inputs, device, "The validation data")))
+            s = primary_output(call(model, to_device(inputs, device, "The validation data")))
             t = self.teacher.outputs(key, inputs, n)[OUT]
             rows = s.reshape(-1, s.shape[-1])
             if self.metric == "accuracy":

@@ -43,7 +43,7 @@ def layer_stack(model: nn.Module) -> tuple[str, int, int]:
 
 
 def keep_indices(n: int, keep: int) -> list[int]:
-    """``keep`` of ``n`` blocks spread evenly, the first and the last always kept (6 -> 3: [0, 2, 4]...)."""
+    """``keep`` of ``n`` blocks spread evenly, the first and the last always kept (6 -> 3: [0, 2, 5])."""
     if keep >= n:
         return list(range(n))
     if keep == 1:

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...core.metrics import call_model, eval_mode, primary_output
+from ...core.metrics import eval_mode, primary_output
 from ...core.report import Report
 from ...errors import CompressError, InvalidConfigError
 from ._config import DistillConfig
-from ._data import Source, model_device, to_device
+from ._data import Source, call, model_device, to_device
 from ._features import Tap, feature_pairs, make_projection, parameters
 from ._report import build_report
 from ._teacher import METRICS, OUT, TeacherOutputs, Validator
@@ -116,7 +116,7 @@ class _Run:
             self.kind, why = choose_loss(self.tout.first_raw, t[OUT], targets)
             self.notes.append(f"Loss {self.kind!r} chosen automatically: {why}.")
         with eval_mode(self.student), torch.no_grad(), Tap(self.student, [s for _, s in self.pairs]) as feats:
-            s = primary_output(call_model(self.student, to_device(inputs, self.device)))
+            s = primary_output(call(self.student, to_device(inputs, self.device)))
         if self.config.output_weight > 0:
             check_shapes(s, t[OUT])
         for pair in self.pairs:
@@ -128,7 +128,7 @@ class _Run:
         inputs = to_device(inputs, self.device)
         targets = None if targets is None else to_device(targets, self.device)
         with Tap(self.student, [s for _, s in self.pairs]) as feats:
-            s = primary_output(call_model(self.student, inputs))
+            s = primary_output(call(self.student, inputs))
         total = s.new_zeros(())
         if self.config.output_weight > 0:
             total = total + self.config.output_weight * output_loss(self.kind, s, t[OUT], targets,
