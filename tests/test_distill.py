@@ -222,3 +222,10 @@ def test_other_bad_options():
         jc.distill(teacher, teacher, X, progress=False)
     with pytest.raises(jc.InvalidConfigError, match="needs data"):
         jc.distill(_student(), teacher, None, progress=False)
+
+
+def test_progress_bar_shows_loss_and_metric(capsys):
+    teacher, X, y = _task()
+    jc.distill(_student(), teacher, (X, y), epochs=2, val_data=(X[:32], y[:32]), progress=True)
+    err = capsys.readouterr().err
+    assert "distill" in err and "loss=" in err
