@@ -73,13 +73,13 @@ def _minilm(quick: bool) -> list[dict]:
         teacher = load_minilm()
     except ImportError:
         return []
-    n_train, epochs = (128, 2) if quick else (512, 3)
+    n_train, epochs = (128, 2) if quick else (1000, 3)
     train, held = corpus(n_train), corpus(100, offset=1000)
     student = make_student(teacher, "shallow")  # 3 of the 6 layers, initialised from the teacher's
     ref = embed(teacher, held)
     start_cos = float(cosine(embed(student, held), ref).mean())
-    student, report = distill(student, teacher, train, epochs=epochs, lr=5e-4, batch_size=16,
-                              features={"0": "0"}, progress=False)
+    # matching the token embeddings as well (features={"0": "0"}) did not help here: 0.794 vs 0.792 at 256 x 3
+    student, report = distill(student, teacher, train, epochs=epochs, lr=2e-4, batch_size=32, progress=False)
     cos = cosine(embed(student, held), ref)
     x = (features(teacher, held[:16]),)
     r = paired_speedup(teacher, student, x, rounds=5 if quick else 11, repeats=2 if quick else 4)
