@@ -12,6 +12,7 @@ from . import (
     bench_codecs,
     bench_decompose,
     bench_digits,
+    bench_distill,
     bench_lowrank,
     bench_pruning,
     bench_pruning_models,
@@ -21,7 +22,7 @@ from . import (
 from .timing import COLUMNS
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_codecs, bench_tune]
+            bench_codecs, bench_tune, bench_distill]
 
 
 def cpu_model() -> str:

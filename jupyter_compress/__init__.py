@@ -32,6 +32,7 @@ from .errors import (
 from .io import load, save
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
+from .methods.distill import DistillConfig, distill, make_student
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable, compare
 
@@ -46,6 +47,9 @@ __all__ = [
     "save",
     "load",
     "prune_gradually",
+    "distill",
+    "make_student",
+    "DistillConfig",
     "schedule_amounts",
     "Plan",
     "Step",

@@ -51,6 +51,8 @@ class Context:
     data: Any = None
     example_inputs: Any = None
     step_index: int = 0
+    # the model as it was before the plan ran (built on first call): a teacher for recovery procedures
+    original: Callable[[], nn.Module] | None = None
 
 
 def applied_plans(model: nn.Module) -> list[Plan]:
@@ -83,9 +85,24 @@ def _as_metrics(value: Any) -> dict[str, Any]:
     raise CompressError(f"The eval function must return a number or a dict of numbers; it returned {value!r}.")
 
 
+def _original_of(model: nn.Module, reference: nn.Module, swaps: list[tuple[str, nn.Module]]):
+    """A callable giving the model as it was before the plan: ``reference`` when it is a separate, untouched
+    model (``compress``), else a copy of ``model`` with copies of the swapped-out layers put back."""
+    def original() -> nn.Module:
+        if reference is not model:
+            return reference
+        rebuilt = copy.deepcopy(model)
+        for name, old in reversed(swaps):
+            _swap(rebuilt, name, copy.deepcopy(old))
+        return rebuilt
+
+    return original
+
+
 def _run(
     model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any,
     on_step: Callable[[int, int, str], Any] | None = None,
+    reference: nn.Module | None = None,
 ) -> tuple[list, list, dict]:
     rows: list = []
     notes: list[str] = []
@@ -101,7 +118,7 @@ def _run(
             names = step.selector.select(model, method.supported, method.name)
             start = time.perf_counter()
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
-                          step_index=index)
+                          step_index=index, original=_original_of(model, reference or model, swaps))
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             for name, new in result.replacements.items():
@@ -141,7 +158,7 @@ def _compress_into(
     swaps: list[tuple[str, nn.Module]] = []
     start = time.perf_counter()
     try:
-        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step)
+        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step, reference)
     except BaseException:
         _rollback(target, swaps)  # KeyboardInterrupt included: the model is left as it was
         raise

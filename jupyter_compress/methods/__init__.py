@@ -4,11 +4,12 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, nm, prune, schedule, structured  # noqa: F401
+from . import decompose, distill, nm, prune, schedule, structured  # noqa: F401
 from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfig, spectrum
+from .distill import DistillConfig
 from .nm import NMConfig
 from .prune import PruneConfig
 from .structured import StructuredPruneConfig
 
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
-           "LayerAnalysis", "spectrum"]
+           "LayerAnalysis", "spectrum", "DistillConfig"]

@@ -1,0 +1,46 @@
+"""The distillation options as a method config (checked fields, help texts, plan round-trips)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ...core.config import Boolean, Constraint, IntAtLeast, Interval, MethodConfig, param
+from .losses import LOSSES
+
+__all__ = ["DistillConfig"]
+
+
+class LayerMap(Constraint):
+    """None, or a mapping from teacher layer names to student layer names."""
+
+    def check(self, value: Any) -> bool:
+        return value is None or isinstance(value, dict) and all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items())
+
+    def describe(self) -> str:
+        return "None or a dict from teacher layer names to student layer names, e.g. {'layer3': 'layer3'}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistillConfig(MethodConfig):
+    """Knowledge distillation: train a student to mimic a teacher (as a plan step: recover the compressed
+    model by distilling from the model as it was before the plan)."""
+
+    epochs: int = param(3, help="passes over the data", check=IntAtLeast(1))
+    lr: float = param(1e-3, help="learning rate (AdamW)", check=Interval(0.0, 10.0, "(]"))
+    T: float = param(4.0, help="softmax temperature of the soft targets ('kd' loss)", check=Interval(0.0, 100.0, "(]"))
+    alpha: float = param(0.5, help="weight of the distillation loss; 1 - alpha goes to the hard labels (when "
+                         "the data has labels)", check=Interval(0.0, 1.0))
+    loss: str = param("auto", help="'kd' (soft-target KL + labels, classifiers), 'mse' (regressors, hidden "
+                      "states), 'cosine' (embeddings) or 'auto' (chosen from the outputs and targets)",
+                      choices=LOSSES)
+    batch_size: int = param(64, help="batch size for (X, y) / tensor data", check=IntAtLeast(1))
+    weight_decay: float = param(0.0, help="AdamW weight decay", check=Interval(0.0, 1.0))
+    features: dict | None = param(None, help="intermediate layers to match, {teacher layer: student layer}; a "
+                                  "learned projection bridges different widths", check=LayerMap())
+    feature_weight: float = param(1.0, help="weight of the feature-matching loss", check=Interval(0.0, 1e6))
+    output_weight: float = param(1.0, help="weight of the output loss (0 to distil features only)",
+                                 check=Interval(0.0, 1e6))
+    keep_zeros: bool = param(True, help="weight matrices / kernels keep their exact zeros (the sparsity left "
+                             "by unstructured or N:M pruning survives training)", check=Boolean())

@@ -1,0 +1,245 @@
+"""``distill(student, teacher, data)``: train a student to mimic a teacher, observably and interruptibly.
+
+The loop keeps a copy of the best weights (by the validation metric; without validation, the last whole
+epoch's), so Ctrl-C, early stopping or a worse last epoch all return the best student seen. Weights are
+only ever snapshotted between optimizer steps, never half-updated. The teacher runs in eval mode under
+``no_grad`` and is never changed. A seed fixes shuffling, projection initialisation and dropout.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ...core.metrics import eval_mode, primary_output
+from ...core.report import Report
+from ...errors import CompressError, InvalidConfigError
+from ._config import DistillConfig
+from ._data import Source, call, model_device, to_device
+from ._features import Tap, feature_pairs, make_projection, parameters
+from ._report import build_report
+from ._teacher import METRICS, OUT, TeacherOutputs, Validator
+from .losses import check_shapes, choose_loss, output_loss
+
+__all__ = ["distill"]
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _tokenizer(model: nn.Module) -> Any:
+    return getattr(model, "preprocess", None) or getattr(model, "tokenize", None)
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency, but a missing bar must not stop training
+        return None
+    return tqdm(total=total, desc="distill", unit="batch", leave=False)
+
+
+def distill(
+    student: nn.Module, teacher: nn.Module, data: Any, *, epochs: int = 3, lr: float = 1e-3,
+    T: float = DistillConfig.T, alpha: float = DistillConfig.alpha, loss: str = "auto",
+    features: dict | None = None, feature_weight: float = 1.0, output_weight: float = 1.0,
+    batch_size: int = 64, weight_decay: float = 0.0, keep_zeros: bool = True, val_data: Any = None,
+    metric: str | Callable[[nn.Module], Any] | None = None, patience: int | None = None,
+    min_delta: float = 0.0, seed: int = 0, inplace: bool = False, cache_teacher: bool = True,
+    progress: bool = True, on_epoch: Callable[[list[dict]], Any] | None = None,
+    on_step: Callable[[dict], Any] | None = None,
+) -> tuple[nn.Module, Report]:
+    """Train ``student`` to mimic ``teacher`` on ``data``; return ``(best student, report)``.
+
+    ``student`` is copied and left unchanged unless ``inplace=True`` (then it is trained and ends holding
+    the best weights; an error restores its starting weights). ``data``: (X, y) or X tensors / arrays, a
+    list of batches, a DataLoader, or a list of sentences for a model that tokenizes; labels are optional.
+    ``loss``: 'kd' (T, alpha), 'mse', 'cosine' or 'auto'. ``keep_zeros`` keeps pruned weights at zero.
+    ``features={teacher layer: student layer}`` adds feature matching. ``val_data`` + ``metric`` ('accuracy', 'agreement', 'cosine', 'loss' or a
+    callable ``metric(model) -> number``, higher is better) pick the best epoch; ``patience`` stops early.
+    ``on_epoch(history)`` is called after each epoch and ``on_step(info)`` after each batch; Ctrl-C
+    returns the best student so far, with the report saying it was interrupted.
+    """
+    config = DistillConfig(epochs=epochs, lr=lr, T=T, alpha=alpha, loss=loss, batch_size=batch_size,
+                           weight_decay=weight_decay, features=dict(features) if isinstance(features, dict)
+                           else None, feature_weight=feature_weight, output_weight=output_weight,
+                           keep_zeros=keep_zeros)
+    for name, model in (("student", student), ("teacher", teacher)):
+        if not isinstance(model, nn.Module):
+            raise CompressError(f"distill needs a torch.nn.Module as the {name}; got a {type(model).__name__}.")
+    if student is teacher:
+        raise InvalidConfigError("The student is the teacher itself; pass a copy (or make_student(teacher)).")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise InvalidConfigError(f"The 'patience' parameter of distill must be None or an int >= 1. "
+                                 f"Got {patience!r} instead.")
+    if isinstance(metric, str) and metric not in METRICS:
+        raise InvalidConfigError(f"The 'metric' parameter of distill must be one of {', '.join(METRICS)} or a "
+                                 f"callable. Got {metric!r} instead.")
+    if isinstance(metric, str) and val_data is None:
+        raise InvalidConfigError(f"metric={metric!r} is measured on validation data: pass val_data=(X, y).")
+    if patience is not None and val_data is None and metric is None:
+        raise InvalidConfigError("patience needs something to watch: pass val_data=... (and a metric).")
+    work = student if inplace else copy.deepcopy(student)
+    run = _Run(work, teacher, config, data, val_data, metric, features, cache_teacher)
+    return run.train(patience, min_delta, seed, progress, on_epoch, on_step)
+
+
+class _Run:
+    def __init__(self, student, teacher, config, data, val_data, metric, features, cache):
+        self.student, self.teacher, self.config, self.metric = student, teacher, config, metric
+        self.device = model_device(student)
+        tokenize = _tokenizer(student) or _tokenizer(teacher)
+        self.source = Source(data, config.batch_size, tokenize=tokenize)
+        self.val = None if val_data is None else Source(val_data, config.batch_size, tokenize=tokenize,
+                                                        name="val_data")
+        self.pairs = feature_pairs(features, teacher, student)
+        tlayers = [t for t, _ in self.pairs]
+        self.tout = TeacherOutputs(teacher, tlayers, self.device, cache and self.source.cacheable)
+        self.vout = TeacherOutputs(teacher, tlayers, self.device, cache and self.val is not None
+                                   and self.val.cacheable)
+        self.n = len(self.source.X) if self.source.X is not None else None
+        self.kind, self.projections, self.notes = config.loss, nn.ModuleDict(), []
+
+    def _setup(self, key: Any, inputs: Any, targets: Any) -> None:
+        """From the first batch: the loss kind, shape checks, and projections for feature pairs."""
+        t = self.tout.outputs(key, inputs, self.n)
+        if self.kind == "auto":
+            self.kind, why = choose_loss(self.tout.first_raw, t[OUT], targets)
+            self.notes.append(f"Loss {self.kind!r} chosen automatically: {why}.")
+        with eval_mode(self.student), torch.no_grad(), Tap(self.student, [s for _, s in self.pairs]) as feats:
+            s = primary_output(call(self.student, to_device(inputs, self.device)))
+        if self.config.output_weight > 0:
+            check_shapes(s, t[OUT])
+        for pair in self.pairs:
+            proj = make_projection(feats[pair[1]], t[pair[0]], pair)
+            self.projections[str(len(self.projections))] = proj.to(self.device)
+
+    def _loss(self, key: Any, inputs: Any, targets: Any) -> torch.Tensor:
+        t = self.tout.outputs(key, inputs, self.n)
+        inputs = to_device(inputs, self.device)
+        targets = None if targets is None else to_device(targets, self.device)
+        with Tap(self.student, [s for _, s in self.pairs]) as feats:
+            s = primary_output(call(self.student, inputs))
+        total = s.new_zeros(())
+        if self.config.output_weight > 0:
+            total = total + self.config.output_weight * output_loss(self.kind, s, t[OUT], targets,
+                                                                    T=self.config.T, alpha=self.config.alpha)
+        for i, (tn, sn) in enumerate(self.pairs):
+            mapped = self.projections[str(i)](feats[sn])
+            total = total + self.config.feature_weight * F.mse_loss(mapped.float(), t[tn].float())
+        return total
+
+    def _validator(self) -> Validator | None:
+        metric = self.metric
+        if metric is None and self.val is not None:
+            if self.val.labelled and not self.val.y.is_floating_point():
+                metric = "accuracy"
+            else:
+                metric = "agreement" if self.kind == "kd" else "cosine"
+        if metric is None:
+            return None
+        if metric == "accuracy" and self.val.X is not None and not self.val.labelled:
+            raise InvalidConfigError("metric='accuracy' needs labelled val_data=(X, y).")
+        return Validator(metric, self.val, self.vout, self.kind, self.config.T, self.config.alpha)
+
+    def train(self, patience, min_delta, seed, progress, on_epoch, on_step) -> tuple[nn.Module, Report]:
+        start = time.perf_counter()
+        flags = {m: m.training for m in self.student.modules()}
+        initial = _snapshot(self.student)
+        best_state, best_epoch, best_value = initial, 0, None
+        history: list[dict] = []
+        status, step, bar, validator, teacher_value = "finished", 0, None, None, None
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda), eval_mode(self.teacher), torch.enable_grad():
+                torch.manual_seed(seed)
+                generator = torch.Generator().manual_seed(seed)
+                first = next(iter(self.source.epoch(None)))
+                self._setup(*first)
+                validator = self._validator()
+                if validator is not None:
+                    best_value = validator(self.student)
+                    teacher_value = validator(self.teacher) if callable(self.metric) or validator.name in (
+                        "accuracy", "loss") else 1.0
+                    history.append({"epoch": 0, validator.name: best_value})
+                params = [p for p in self.student.parameters() if p.requires_grad]
+                if not params:
+                    raise InvalidConfigError("The student has no trainable parameters (requires_grad is False "
+                                             "everywhere); unfreeze some layers to distil.")
+                # a zero in a weight matrix / kernel is pruning's doing (dense training never lands on 0.0);
+                # 1-D tensors are left out: fresh BatchNorm / LayerNorm biases start at exactly zero
+                masks = [(p, p != 0) for p in params if self.config.keep_zeros and p.dim() >= 2 and
+                         not bool(p.all())]
+                optimizer = torch.optim.AdamW(params + list(parameters(self.projections)), lr=self.config.lr,
+                                              weight_decay=self.config.weight_decay)
+                per_epoch = len(self.source)
+                bar = _progress(per_epoch * self.config.epochs if per_epoch else None, progress)
+                stale = 0
+                for epoch in range(1, self.config.epochs + 1):
+                    self.student.train()
+                    epoch_start, losses = time.perf_counter(), []
+                    for key, inputs, targets in self.source.epoch(generator):
+                        value = self._loss(key, inputs, targets)
+                        optimizer.zero_grad(set_to_none=True)
+                        value.backward()
+                        optimizer.step()
+                        with torch.no_grad():
+                            for p, keep in masks:
+                                p.mul_(keep)
+                        step += 1
+                        losses.append(float(value.detach()))
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4g}", refresh=False)
+                        if on_step is not None:
+                            on_step({"epoch": epoch, "step": step, "loss": losses[-1]})
+                    self.student.eval()
+                    record = {"epoch": epoch, "loss": sum(losses) / len(losses)}
+                    if validator is None:
+                        best_state, best_epoch = _snapshot(self.student), epoch
+                    else:
+                        record[validator.name] = validator(self.student)
+                        if validator.better(record[validator.name], best_value, min_delta):
+                            best_state, best_epoch, best_value, stale = _snapshot(self.student), epoch, \
+                                record[validator.name], 0
+                        else:
+                            stale += 1
+                        if bar is not None:
+                            bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4g}",
+                                            **{validator.name: f"{record[validator.name]:.4g}"})
+                    record["seconds"] = time.perf_counter() - epoch_start
+                    history.append(record)
+                    if on_epoch is not None:
+                        on_epoch(list(history))
+                    if patience is not None and stale >= patience:
+                        status = f"stopped early at epoch {epoch}: no better {validator.name} for {patience} epochs"
+                        break
+        except KeyboardInterrupt:
+            status = f"interrupted at step {step} (epoch {history[-1]['epoch'] + 1 if history else 1})"
+        except BaseException:
+            self.student.load_state_dict(initial)
+            _restore(flags)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        self.student.load_state_dict(best_state)
+        _restore(flags)
+        report = build_report(self, history, status, best_epoch, best_value, teacher_value, validator, seed,
+                              time.perf_counter() - start)
+        return self.student, report
+
+
+def _restore(flags: dict[nn.Module, bool]) -> None:
+    for module, flag in flags.items():
+        module.training = flag
+
