@@ -71,6 +71,16 @@ def _nm(text: str) -> tuple[int, int]:
     return n, m
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"%compress: {text!r} is not a whole number of epochs >= 1 (e.g. --distill 3).")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -86,6 +96,7 @@ class StepOption:
     parse: Callable[[str], Any]
     build: Callable[[Any], dict]
     lead: str
+    const: Any = None  # when set, the value may be left out (``--distill`` alone means ``--distill const``)
 
 
 # The order here is the order steps run in (structure first, then factorisation, then sparsity).
@@ -102,6 +113,9 @@ STEP_OPTIONS = [
                "unstructured magnitude pruning"),
     StepOption("--nm", "prune.nm", "n", "N:M", _nm, lambda v: {"n": v[0], "m": v[1]},
                "N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)"),
+    StepOption("--distill", "distill", "epochs", "EPOCHS", _count, lambda v: {"epochs": v},
+               "after the other steps, recover accuracy by distilling from the original model (needs --data)",
+               const=3),
 ]
 
 
@@ -123,7 +137,9 @@ def build_parser() -> _Parser:
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
     for option in STEP_OPTIONS:
         if _available(option):
-            p.add_argument(option.flag, type=option.parse, metavar=option.metavar, help=_option_help(option))
+            extra = {} if option.const is None else {"nargs": "?", "const": option.const}
+            p.add_argument(option.flag, type=option.parse, metavar=option.metavar, help=_option_help(option),
+                           **extra)
     p.add_argument("--scope", choices=("layer", "global"), default=None,
                    help="with --prune / --structured: " + _field_help(PruneConfig, "scope"))
     p.add_argument("--layers", type=_names, default=[], metavar="L1,L2",
@@ -364,6 +380,9 @@ class CompressMagics(Magics):
     def _check_needs(plan: Plan, example: Any, data: Any) -> None:
         for step in plan.steps:
             config = step.config
+            if get_method(step.method).family == "distillation" and data is None:
+                raise UsageError(f"%compress: {step.method} trains on your data: add --data NAME ((X, y), X or a "
+                                 f"DataLoader).")
             if step.method == "prune.structured" and example is None:
                 raise UsageError("%compress: --structured traces the model and needs example inputs: add "
                                  "--example X (a tensor or tuple in the notebook).")

@@ -219,3 +219,15 @@ def test_tune_compare_and_plots_options(shell, ns, capsys):
     assert ns["_compress_report"].plots_html  # figures attached to the displayed report
     run(shell, "%compress model --prune 0.5 --no-plots --as plain")
     assert not ns["_compress_report"].plots_html
+
+
+def test_distill_option_recovers_after_pruning(shell, ns):
+    run(shell, "%compress model --structured 0.5 --distill 2 --example x --data xy --as recovered --no-report")
+    steps = ns["_compress_report"].plan["steps"]
+    assert [s["method"] for s in steps] == ["prune.structured", "distill"] and steps[1]["epochs"] == 2
+    run(shell, "%compress model --prune 0.5 --distill --data xy --as rec3 --no-report")
+    assert ns["_compress_report"].plan["steps"][1]["epochs"] == 3
+    result = shell.run_cell("%compress model --prune 0.5 --distill")
+    assert isinstance(result.error_in_exec, UsageError) and "add --data" in str(result.error_in_exec)
+    result = shell.run_cell("%compress model --prune 0.5 --distill zero --data xy")
+    assert isinstance(result.error_in_exec, UsageError) and "epochs" in str(result.error_in_exec)

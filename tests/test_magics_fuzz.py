@@ -11,7 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_compress as jc
 
-OPTIONS = ["--prune", "--structured", "--svd", "--tucker", "--cp", "--tt", "--nm", "--scope", "--layers",
+OPTIONS = ["--prune", "--structured", "--svd", "--tucker", "--cp", "--tt", "--nm", "--distill", "--scope", "--layers",
            "--exclude", "--as", "--eval", "--example", "--data", "--calib", "--seed", "--inplace", "--emit-config",
            "--no-report", "--report", "--bogus", "-x"]
 VALUES = ["0.5", "50%", "1.5", "-1", "0", "8", "999", "energy:0.9", "energy:2", "auto", "2:4", "4:2", "a:b",

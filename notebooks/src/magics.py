@@ -66,6 +66,13 @@ steps:
 print(jc.applied_plans(taylor)[-1].describe())
 
 # %% [markdown]
+# `--distill [EPOCHS]` adds a recovery step after the others: the compressed copy is trained to
+# mimic the original on `--data`.
+
+# %%
+%compress model --structured 0.6 --distill 2 --example x --data train --eval evaluate_fn --as recovered --no-plots
+
+# %% [markdown]
 # In place, undone exactly; the last report, or the one bound to a name:
 
 # %%
@@ -144,6 +151,8 @@ expect_error("model --prune 0.5 --eval x", "--eval 'x' is not callable")
 expect_error("model --prune 0.5 --data nowhere", "data 'nowhere' is not defined")
 expect_error("model --prune 0.5 --as 9lives", "--as '9lives' is not a valid Python name")
 expect_error("model --compare", "--compare measures on your data")
+expect_error("model --prune 0.5 --distill", "trains on your data: add --data")
+expect_error("model --prune 0.5 --distill zero --data train", "whole number of epochs")
 expect_error("model --as t", "Unknown method 'prnue'. Did you mean 'prune'?", "steps:\n- {method: prnue}\n")
 expect_error("model --as t", "amout", "steps:\n- {method: prune, amout: 0.5}\n")
 try:
