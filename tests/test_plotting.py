@@ -150,3 +150,20 @@ def test_attach_plots_puts_figures_into_the_html(run):
     assert html.count('class="jupyter-compress-plot"') == 6
     assert "plots_html" not in report.to_dict()
     report.plots_html.clear()
+
+
+def test_live_curve_data_and_in_place_updates():
+    from jupyter_compress.plotting import LiveCurve, curve_data
+
+    history = [{"epoch": 0, "accuracy": 0.1}, {"epoch": 1, "loss": 2.0, "accuracy": 0.5, "seconds": 3.0},
+               {"epoch": 2, "loss": 1.0, "accuracy": 0.8, "seconds": 2.0}]
+    cols = curve_data(history)
+    assert cols["epoch"] == [0, 1, 2] and cols["accuracy"] == [0.1, 0.5, 0.8]
+    assert cols["loss"][0] != cols["loss"][0] and cols["loss"][1:] == [2.0, 1.0]  # NaN where not measured
+    assert "seconds" not in cols
+    curve = LiveCurve()
+    curve.update(history[:2])
+    renderers = len(curve.figure.renderers)
+    curve.update(history)  # the same lines, new data: no redraw
+    assert len(curve.figure.renderers) == renderers == 4  # a line and markers for loss and accuracy
+    assert curve.source.data["accuracy"] == [0.1, 0.5, 0.8]

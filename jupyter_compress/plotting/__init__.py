@@ -15,9 +15,11 @@ from torch import nn
 
 from ..core.report import Report
 from . import data
+from .live import LiveCurve, curve_data
 from .resources import configure, figure_html, load_bokehjs
 
-__all__ = ["attach_plots", "configure", "data", "figure_html", "load_bokehjs", "report_figures", "show"]
+__all__ = ["LiveCurve", "attach_plots", "configure", "curve_data", "data", "figure_html", "load_bokehjs",
+           "report_figures", "show"]
 
 
 def report_figures(report: Report, before: nn.Module | None = None, after: nn.Module | None = None):
