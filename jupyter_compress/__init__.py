@@ -76,7 +76,20 @@ __all__ = [
     "LayerNotSupportedError",
     "NothingToRevertError",
     "load_ipython_extension",
+    "auto",
+    "advise",
+    "sensitivity",
 ]
+
+_STRATEGY = {"auto": "auto", "advise": "advise", "sensitivity": "sensitivity"}
+
+
+def __getattr__(name):  # strategy verbs imported on first use (they pull tqdm; dask only when asked for)
+    if name in _STRATEGY:
+        import importlib
+
+        return getattr(importlib.import_module(f".strategy.{_STRATEGY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised through a real shell in tests

@@ -1,6 +1,8 @@
-"""Choosing a strategy: sensitivity, automatic search to a budget, the advisor, sweeps on executors."""
+"""Choosing a strategy: sensitivity, automatic search to a budget, the advisor, sweeps on executors.
 
-from .executor import DaskExecutor, InProcess, ProcessPool, run_sweep
-from .sensitivity import Sensitivity, sensitivity
+The verbs are ``jupyter_compress.sensitivity / auto / advise``; this package only imports its modules.
+"""
 
-__all__ = ["sensitivity", "Sensitivity", "run_sweep", "InProcess", "ProcessPool", "DaskExecutor"]
+from . import advise, auto, executor, sensitivity
+
+__all__ = ["advise", "auto", "executor", "sensitivity"]
