@@ -103,9 +103,17 @@ class ProcessPool:
             future.cancel()
 
 
-def _dask_run(task, shared, item, threads):
+class _Payload:
+    """One object for ``scatter`` (which would scatter a dict's values one by one and rebuild the dict
+    for every task); workers keep it in memory and hand every task the very same ``shared``."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _dask_run(task, payload, item, threads):
     _set_threads(threads)
-    return _guarded(task, shared, item)
+    return _guarded(task, payload.value, item)
 
 
 class DaskExecutor:
@@ -120,7 +128,7 @@ class DaskExecutor:
     def submit_all(self, task, shared, items):
         from distributed import as_completed
 
-        shared_future = self.client.scatter(shared, broadcast=True, hash=False)
+        shared_future = self.client.scatter(_Payload(shared), broadcast=True, hash=False)
         keys = {self.client.submit(_dask_run, task, shared_future, item, self.threads, pure=False): key
                 for key, item in items.items()}
         self._futures = list(keys)
