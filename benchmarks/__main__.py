@@ -14,11 +14,13 @@ from . import (
     bench_lowrank,
     bench_pruning,
     bench_pruning_models,
+    bench_strategy,
     bench_structured,
 )
 from .timing import COLUMNS
 
-REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose]
+REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
+            bench_strategy]
 
 
 def cpu_model() -> str:
