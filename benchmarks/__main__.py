@@ -16,13 +16,14 @@ from . import (
     bench_lowrank,
     bench_pruning,
     bench_pruning_models,
+    bench_strategy,
     bench_structured,
     bench_tune,
 )
 from .timing import COLUMNS
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_codecs, bench_tune, bench_distill]
+            bench_codecs, bench_tune, bench_distill, bench_strategy]
 
 
 def cpu_model() -> str:

@@ -93,16 +93,24 @@ __all__ = [
     "load_ipython_extension",
     "tune",
     "TunePanel",
+    "auto",
+    "advise",
+    "sensitivity",
 ]
+
+_STRATEGY = {"auto": "auto", "advise": "advise", "sensitivity": "sensitivity"}
 
 
 def __getattr__(name):
-    """``tune`` and ``TunePanel`` import ipywidgets, so they load on first use (PEP 562)."""
-    if name in ("tune", "TunePanel"):
-        from . import widgets
+    """Verbs with heavy imports load on first use (PEP 562): ``tune`` / ``TunePanel`` (ipywidgets) and the
+    strategy verbs ``auto`` / ``advise`` / ``sensitivity`` (tqdm; dask only when asked for)."""
+    import importlib
 
-        return getattr(widgets, name)
-    raise AttributeError(f"module 'jupyter_compress' has no attribute {name!r}")
+    if name in ("tune", "TunePanel"):
+        return getattr(importlib.import_module(".widgets", __name__), name)
+    if name in _STRATEGY:
+        return getattr(importlib.import_module(f".strategy.{_STRATEGY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised through a real shell in tests

@@ -1,0 +1,193 @@
+"""``advise``: the practitioner's decision guide, executed on this model.
+
+Which methods qualify depends on the data given (none: post-training methods only; calibration
+inputs: static quantization, structured pruning; labelled pairs: distillation and fine-tuning become
+options). Each qualifying method is probed on a copy of the model (size in memory, stored size, latency
+when inputs are given, metric drop), the results are checked against the limits (``memory_mb``,
+``latency_ms``, ``max_drop``) and ranked for the target; each strategy carries its measured evidence
+and a short rationale. Nothing is quoted from guides: every number is measured here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..core.metrics import measure_latency
+from ..core.plan import Plan
+from ..core.registry import get_method, list_methods
+from ..errors import InvalidConfigError
+from ._measure import Scorer, probe_batches
+from ._profile import data_kind, hardware, model_profile
+from ._rationale import rationale, why_not
+from .sensitivity import measure_plan
+
+__all__ = ["advise", "Advice", "TARGETS"]
+
+TARGETS = ("edge", "mobile", "cpu-server", "gpu")
+# Settings probed per method (others are probed at their defaults). CP and TT answer the question
+# Tucker and SVD answer, at a much higher cost, so the advisor leaves them to an explicit compare.
+_SETTINGS = {"prune": {"amount": 0.5}, "prune.structured": {"amount": 0.3}, "svd": {"rank": 0.5},
+             "tucker": {"rank": 0.5}}
+_SKIP = {"cp", "tt"}
+
+
+@dataclasses.dataclass
+class Advice:
+    """Ranked strategies (dicts: rank, name, family, plan, qualifies, meets, evidence, rationale)."""
+
+    strategies: list[dict[str, Any]]
+    target: str
+    data: str
+    profile: dict[str, Any]
+    hardware: dict[str, Any]
+    notes: list[str]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        return next((s for s in self.strategies if s["qualifies"] and s["meets"]), None)
+
+    def to_text(self) -> str:
+        lines = [f"Advice for a {self.profile['kind']} model ({self.profile['mib']:.2f} MiB), target {self.target}, "
+                 f"data: {self.data}."]
+        for s in self.strategies:
+            if s["qualifies"]:
+                tag = "meets the limits" if s["meets"] else f"misses: {', '.join(s['misses'])}"
+                lines.append(f"{s['rank']}. {s['name']} ({tag}): {s['rationale']}")
+            else:
+                lines.append(f"-  {s['name']} does not qualify: {s['why_not']}.")
+        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+
+def _candidates(model: nn.Module, kind: str, has_inputs: bool) -> list[dict[str, Any]]:
+    out = []
+    for method in list_methods():
+        if method["name"] in _SKIP:
+            continue
+        entry = {"name": method["name"], "family": method["family"], "why_not": why_not(method, kind, has_inputs)}
+        if entry["why_not"] is None:
+            config = get_method(method["name"]).config_cls(**_SETTINGS.get(method["name"], {}))
+            entry["plan"] = Plan.of(config)
+        out.append(entry)
+    return out
+
+
+def _limits(ev: dict[str, Any], memory_mb, latency_ms, max_drop) -> list[str]:
+    misses = []
+    if memory_mb is not None and ev["bytes"] / 2**20 > memory_mb:
+        misses.append(f"memory {ev['bytes'] / 2**20:.2f} MiB > {memory_mb:g}")
+    if latency_ms is not None and ev.get("latency_ms") is not None and ev["latency_ms"] > latency_ms:
+        misses.append(f"latency {ev['latency_ms']:.3g} ms > {latency_ms:g}")
+    if max_drop is not None and ev["drop"] > max_drop:
+        misses.append(f"drop {ev['drop']:.3g} > {max_drop:g}")
+    return misses
+
+
+def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] | None = None, *,
+           example_inputs: Any = None, target: str = "cpu-server", memory_mb: float | None = None,
+           latency_ms: float | None = None, max_drop: float | None = 0.01, time_budget_s: float | None = 120,
+           metric: str | None = None, higher_is_better: bool = True, subsample: int | None = 256,
+           mix: bool = True, cache_dir: Any = None) -> Advice:
+    """Ranked strategies for ``model`` under the given limits; see the module docstring.
+
+    With ``mix`` (and time left), a per-layer mix found by :func:`auto` within ``max_drop`` is probed too.
+    """
+    if target not in TARGETS:
+        raise InvalidConfigError(f"target must be one of {', '.join(TARGETS)}; got {target!r}.")
+    start = time.monotonic()
+    kind, profile, hw = data_kind(data), model_profile(model), hardware()
+    probes = probe_batches(data, example_inputs, subsample)
+    inputs = example_inputs if example_inputs is not None else (probes[0] if probes else None)
+    scorer = Scorer(eval, probes, metric, higher_is_better)
+    shared = {"model": model, "scorer": scorer, "baseline": scorer.prepare(model), "example_inputs": inputs,
+              "data": data, "keep_model": True}
+    base_ms = measure_latency(model, inputs, max_time_s=1.0).median_ms if inputs is not None else None
+    notes = [] if inputs is not None else ["No inputs were given, so latency was not measured."]
+    strategies = _candidates(model, kind, inputs is not None)
+    for s in strategies:
+        s.update(qualifies=s["why_not"] is None, meets=False, misses=[], evidence={}, rationale="")
+        if not s["qualifies"]:
+            continue
+        if time_budget_s is not None and time.monotonic() - start > time_budget_s:
+            s.update(qualifies=False, why_not="not probed: the time budget ran out first")
+            continue
+        try:
+            rec = measure_plan(shared, s["plan"])
+        except Exception as exc:  # a method that cannot handle this model is reported, not fatal
+            s.update(qualifies=False, why_not=f"it failed on this model ({type(exc).__name__}: {exc})")
+            continue
+        new = rec.pop("_model")
+        ev = {"metric_name": scorer.name, "metric": rec["metric"], "drop": rec["drop"], "bytes": rec["bytes_after"],
+              "memory_ratio": rec["bytes_before"] / max(rec["bytes_after"], 1),
+              "storage_ratio": rec["bytes_before"] / max(rec["storage_after"], 1),
+              "storage_bytes": rec["storage_after"]}
+        if base_ms is not None:
+            ev["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
+            ev["speedup"] = base_ms / max(ev["latency_ms"], 1e-9)
+        if rec["compressed"] == 0:
+            s.update(qualifies=False, why_not=f"it changed no layer of this model ({rec['skipped']})")
+            continue
+        s.update(evidence=ev, misses=_limits(ev, memory_mb, latency_ms, max_drop),
+                 rationale=rationale(s["name"], s["family"], ev, profile, hw, target))
+        s["meets"] = not s["misses"]
+
+    left = None if time_budget_s is None else time_budget_s - (time.monotonic() - start)
+    if mix and max_drop is not None and (left is None or left > 5):
+        strategies.append(_mixed(model, eval, data, example_inputs, max_drop, target, left, metric,
+                                 higher_is_better, subsample, cache_dir, base_ms, inputs, profile, hw,
+                                 (memory_mb, latency_ms)))
+
+    def order(s):
+        ev = s["evidence"]
+        size = ev.get("storage_bytes" if target in ("edge", "mobile") else "bytes", 0)
+        speed = -ev.get("speedup", 1.0)
+        key = (size, speed) if target in ("edge", "mobile") else (speed, size)
+        return (not s["qualifies"], not s["meets"], 0.0 if s["meets"] else ev.get("drop", 0.0), *key)
+
+    strategies.sort(key=order)
+    for i, s in enumerate(x for x in strategies if x["qualifies"]):
+        s["rank"] = i + 1
+    if not any(s["meets"] for s in strategies):
+        notes.append("No single method meets every limit: try auto(...) to mix methods per layer, or relax them.")
+    if target == "gpu" and not hw["gpu"]:
+        notes.append("No GPU here: latencies were measured on this CPU and only rank the options.")
+    return Advice(strategies, target, kind, profile, hw, notes)
+
+
+def _mixed(model, eval, data, example_inputs, max_drop, target, left, metric, higher_is_better, subsample,
+           cache_dir, base_ms, inputs, profile, hw, limits) -> dict[str, Any]:
+    from .auto import auto
+
+    objective = "latency" if target in ("cpu-server", "gpu") and inputs is not None else "size"
+    found = auto(model, eval=eval, data=data, example_inputs=example_inputs, max_drop=max_drop,
+                 objective=objective, metric=metric, higher_is_better=higher_is_better, subsample=subsample,
+                 max_trials=8, time_budget_s=left, cache_dir=cache_dir, progress=False)
+    entry = {"name": "mixed per layer (auto)", "family": "mixed", "plan": found.plan, "qualifies": found.met,
+             "why_not": None if found.met else "no per-layer mix met max_drop in the time given",
+             "meets": False, "misses": [], "evidence": {}, "rationale": ""}
+    if found.met:
+        r = found.report
+        ev = {"metric_name": found.sensitivity.metric, "metric": next(iter(r.metrics_after.values())),
+              "drop": found.trials and min(t["drop"] for t in found.trials if t["plan"] == found.plan),
+              "bytes": r.model_bytes_after, "memory_ratio": r.model_bytes_before / max(r.model_bytes_after, 1),
+              "storage_ratio": r.model_bytes_before / max(_storage(r), 1), "storage_bytes": _storage(r)}
+        if base_ms is not None:
+            ev["latency_ms"] = measure_latency(found.model, inputs, max_time_s=1.0).median_ms
+            ev["speedup"] = base_ms / max(ev["latency_ms"], 1e-9)
+        entry.update(evidence=ev, misses=_limits(ev, *limits, max_drop),
+                     rationale=rationale("auto", "mixed", ev, profile, hw, target))
+        entry["meets"] = not entry["misses"]
+    return entry
+
+
+def _storage(report) -> int:
+    from ._measure import storage_bytes
+
+    return storage_bytes(report)

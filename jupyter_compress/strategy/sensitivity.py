@@ -1,0 +1,149 @@
+"""Sensitivity analysis: how much the metric drops when one layer (or one coupled group) alone is
+compressed by one method at one ratio, for every unit, method and ratio asked for.
+
+    >>> sens = sensitivity(model, eval=evaluate, example_inputs=x, ratios=(0.25, 0.5, 0.75))
+    >>> print(sens.summary(max_drop=0.01))        # safe vs fragile layers, in plain words
+    >>> sens.heatmap("svd")                       # plain columns: layer x ratio -> drop
+
+Each point is an ordinary one-step plan (``Step(config, Selector(layers=[...]))``) applied to a copy,
+so it equals what ``compress`` gives for the same plan. Points are cached on disk as JSON keyed by the
+model's weights, the data and the eval function, written as they arrive: re-runs, restarted kernels
+and interrupted sweeps reuse them. A sweep can run on another executor (``executor=``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .. import __version__
+from ..core.metrics import state_dict_hash
+from ..core.plan import Plan, Step
+from ..core.registry import get_method
+from ..core.selection import Selector
+from ..errors import InvalidConfigError
+from ._cache import JsonCache, callable_fingerprint, fingerprint
+from ._measure import Scorer, compress_quietly, probe_batches, storage_bytes
+from ._sens_result import Sensitivity
+from ._units import default_methods, levels_for, unit_name, units_for
+from .executor import run_sweep
+
+__all__ = ["sensitivity", "Sensitivity", "measure_plan", "point_plan"]
+
+DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
+
+
+def point_plan(method: str, setting: dict[str, Any], layers: list[str], seed: int = 0) -> Plan:
+    """The one-step plan a sensitivity point measures."""
+    config = get_method(method).config_cls(**setting)
+    return Plan((Step(config, Selector(layers=tuple(layers))),), seed=seed)
+
+
+def measure_plan(shared: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """Compress a copy of ``shared['model']`` by ``plan`` and measure score, drop and savings."""
+    start = time.perf_counter()
+    new, report = compress_quietly(shared["model"], plan, example_inputs=shared.get("example_inputs"),
+                                   data=shared.get("data"))
+    scorer: Scorer = shared["scorer"]
+    value = scorer.score(new)
+    skipped = sorted({r.skipped for r in report.skipped_rows})
+    return {
+        "metric": value,
+        "drop": scorer.drop(shared["baseline"], value),
+        "bytes_before": report.model_bytes_before,
+        "bytes_after": report.model_bytes_after,
+        "storage_after": storage_bytes(report),
+        "params_before": report.model_params_before,
+        "params_after": report.model_params_after,
+        "compressed": len(report.compressed_rows),
+        "skipped": None if report.compressed_rows else (skipped[0] if skipped else _nothing(report)),
+        "seconds": time.perf_counter() - start,
+        "_model": new if shared.get("keep_model") else None,
+    }
+
+
+def _nothing(report) -> str:
+    notes = [n for n in report.notes if "Kept untouched" in n or "Nothing" in n]
+    return notes[0] if notes else "the method left every selected layer unchanged"
+
+
+def _measure_point(shared: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    record = measure_plan(shared, point_plan(item["method"], item["setting"], item["layers"], item["seed"]))
+    record.pop("_model")
+    return record
+
+
+def _check_ratios(ratios: Any) -> tuple[float, ...]:
+    try:
+        out = tuple(float(r) for r in ratios)
+    except TypeError:
+        raise InvalidConfigError(f"ratios must be a list of floats in (0, 1); got {ratios!r}.") from None
+    if not out or any(not 0 < r < 1 for r in out):
+        raise InvalidConfigError(f"ratios must be floats in (0, 1), e.g. (0.25, 0.5, 0.75); got {ratios!r}.")
+    return tuple(sorted(set(out)))
+
+
+def sensitivity(
+    model: nn.Module,
+    *,
+    eval: Callable[[nn.Module], Any] | None = None,
+    data: Any = None,
+    example_inputs: Any = None,
+    methods: list[str] | None = None,
+    ratios: Any = DEFAULT_RATIOS,
+    layers: Any = None,
+    metric: str | None = None,
+    higher_is_better: bool = True,
+    subsample: int | None = None,
+    executor: Any = None,
+    cache_dir: Any = None,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+    seed: int = 0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Sensitivity:
+    """Measure every (method, unit, ratio) point; see the module docstring.
+
+    ``eval(model)`` gives the metric (a number or a dict; ``metric`` picks the key), else fidelity
+    (output cosine) on ``data`` / ``example_inputs``, cut to ``subsample`` examples. ``methods``
+    defaults to the registered per-layer methods that the given data allows. ``cache_dir=False`` turns
+    the disk cache off. Ctrl-C or ``time_budget_s`` stop early and keep what was measured.
+    """
+    ratios = _check_ratios(ratios)
+    probes = probe_batches(data, example_inputs, subsample)
+    if example_inputs is None and probes:
+        example_inputs = probes[0]  # structured pruning traces the model with it
+    methods = list(methods) if methods is not None else default_methods(data is not None, bool(probes))
+    scorer = Scorer(eval, probes, metric, higher_is_better)
+    baseline = scorer.prepare(model)
+
+    items: dict[str, dict[str, Any]] = {}
+    for name in methods:
+        method = get_method(name)
+        for unit in units_for(method, model, layers, example_inputs):
+            for ratio, setting in levels_for(method, ratios):
+                key = f"{method.name}|{','.join(unit)}|{json.dumps(setting, sort_keys=True)}"
+                items[key] = {"method": method.name, "family": method.family, "unit": unit_name(unit),
+                              "layers": unit, "ratio": ratio, "setting": setting, "seed": seed}
+    key = fingerprint(state_dict_hash(model), probes, data, callable_fingerprint(eval), scorer.name,
+                      higher_is_better, seed, subsample, __version__)
+    cache = JsonCache(cache_dir, "sensitivity", key, {"metric": scorer.name, "baseline": baseline})
+    pending = {k: v for k, v in items.items() if k not in cache.points}
+    reused = len(items) - len(pending)
+    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+
+    def stop() -> bool:
+        return (deadline is not None and time.monotonic() > deadline) or bool(should_stop and should_stop())
+
+    shared = {"model": model, "scorer": scorer, "baseline": baseline, "example_inputs": example_inputs,
+              "data": data}
+    outcome = run_sweep(_measure_point, pending, shared=shared, executor=executor, progress=progress,
+                        desc="sensitivity", on_result=cache.put, should_stop=stop)
+    points = [{**item, **cache.points[k]} for k, item in items.items() if k in cache.points]
+    return Sensitivity(points=points, baseline=baseline, metric=scorer.name, ratios=ratios,
+                       complete=len(points) == len(items), measured=len(outcome.results), reused=reused,
+                       errors=dict(outcome.errors), cache_path=str(cache.path) if cache.enabled else None)
