@@ -4,10 +4,11 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, nm, prune, structured  # noqa: F401
+from . import decompose, nm, prune, quantize, structured  # noqa: F401
 from .decompose import SVDConfig
 from .nm import NMConfig
 from .prune import PruneConfig
+from .quantize import DynamicQuantConfig
 from .structured import StructuredPruneConfig
 
-__all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig"]
+__all__ = ["DynamicQuantConfig", "NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig"]

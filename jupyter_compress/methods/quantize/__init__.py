@@ -1,0 +1,10 @@
+"""Quantization methods: dynamic int8 (ONNX Runtime or torch), static int8, weight-only int8/int4, fp16/bf16.
+
+Importing this package registers them. onnxruntime is imported only when its route runs.
+"""
+
+from . import dynamic  # noqa: F401
+from ._common import BackendUnavailableError, CalibrationDataError
+from .dynamic import DynamicQuantConfig
+
+__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig"]
