@@ -131,8 +131,19 @@ class OrtModule(nn.Module):
         return f"{self.label}, onnx={self.onnx_model.numel() / 2**20:.2f} MiB"
 
 
-def _onnx_scope(path: str) -> str:
-    return "/region/" + path.replace(".", "/") + "/"
+def _node_owners(nodes: list[str], paths) -> dict[str, str | None]:
+    """The Linear (path inside the region) each MatMul / Gemm node belongs to, or None (e.g. attention scores).
+
+    The exporter names nodes by module scope, joining list indices with '.': '/region/layer.0/attention/self/
+    query/MatMul' (or '/region/region.0/MatMul' for a Sequential); compared with '.' read as '/', the node's
+    scope ends with the Linear's path. The longest matching path wins.
+    """
+    owners: dict[str, str | None] = {}
+    for node in nodes:
+        scope = node.replace(".", "/").rsplit("/", 1)[0] + "/"
+        matches = [p for p in paths if scope.endswith("/" + p.replace(".", "/") + "/")]
+        owners[node] = max(matches, key=len) if matches else None
+    return owners
 
 
 def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, linear_paths: dict[str, bool],
@@ -163,11 +174,9 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
     model = onnx.load_from_string(buffer.getvalue())
     used = {i.name for i in model.graph.input}  # the exporter drops inputs the graph does not read
     slots, names = [s for s, n in zip(slots, names) if n in used], [n for n in names if n in used]
-    # node names follow module scopes ('/region/layer.0/attention/self/query/MatMul'); compare with '.' as '/'
-    weight_nodes = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
-    scoped = {n: n.replace(".", "/") for n in weight_nodes}
-    counts = {p: sum(s.startswith(_onnx_scope(p)) for s in scoped.values()) for p in linear_paths}
-    exclude = [n for n, s in scoped.items() if not any(s.startswith(_onnx_scope(p)) and q for p, q in linear_paths.items())]
+    owner = _node_owners([n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")], linear_paths)
+    counts = {p: sum(o == p for o in owner.values()) for p in linear_paths}
+    exclude = [n for n, o in owner.items() if o is None or not linear_paths[o]]
     with tempfile.TemporaryDirectory() as tmp, quiet():
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, src)
