@@ -3,8 +3,9 @@
 Importing this package registers them. onnxruntime is imported only when its route runs.
 """
 
-from . import dynamic  # noqa: F401
+from . import dynamic, weight  # noqa: F401
 from ._common import BackendUnavailableError, CalibrationDataError
 from .dynamic import DynamicQuantConfig
+from .weight import HalfConfig, WeightOnlyConfig
 
-__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig"]
+__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "HalfConfig", "WeightOnlyConfig"]
