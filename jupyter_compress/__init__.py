@@ -27,6 +27,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods.quantize import DynamicQuantConfig, HalfConfig, StaticQuantConfig, WeightOnlyConfig
 
 __all__ = [
     "__version__",
@@ -45,6 +46,10 @@ __all__ = [
     "SVDConfig",
     "StructuredPruneConfig",
     "NMConfig",
+    "DynamicQuantConfig",
+    "StaticQuantConfig",
+    "WeightOnlyConfig",
+    "HalfConfig",
     "register_method",
     "get_method",
     "list_methods",
