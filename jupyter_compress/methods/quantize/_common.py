@@ -13,7 +13,7 @@ from torch import nn
 from ...core.metrics import call_model, eval_mode, relative_error
 from ...errors import CompressError
 
-__all__ = ["BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
+__all__ = ["parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
            "run_batches", "quiet", "output_error", "expected_shape"]
 
 
@@ -23,6 +23,20 @@ class BackendUnavailableError(CompressError, ImportError):
 
 class CalibrationDataError(CompressError, ValueError):
     """Calibration data is missing or does not fit the model."""
+
+
+# Parents whose forward reads a child Linear's ``.weight`` directly (fused attention fast paths): replacing
+# that child by a quantized module would break them, so such layers are skipped and named.
+_READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def parent_reads_weight(model: nn.Module, name: str) -> str | None:
+    """A skip reason when the layer's parent reads its weight directly, else None."""
+    parent_name = name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, _READS_CHILD_WEIGHTS):
+        return f"its parent {type(parent).__name__} reads this layer's .weight directly, so it cannot be swapped"
+    return None
 
 
 @contextlib.contextmanager

@@ -23,10 +23,17 @@ from torch import nn
 from ...core.config import Boolean, Interval, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from .._common import layer_row
-from ._common import calibration_batches, capture_inputs, output_error, run_batches, sqnr_db
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    run_batches,
+    sqnr_db,
+)
+from .ort import ort_available, require_ort
 from .qlinear import DynamicInt8Linear
 from .regions import build_region_rows, plan_regions
-from .ort import require_ort, ort_available
 
 __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
 
@@ -112,6 +119,10 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
                 notes += region_notes
                 continue
         for name in group:
+            reason = parent_reads_weight(model, name)
+            if reason:
+                rows.append(layer_row(name, "quantize.dynamic", model.get_submodule(name), None, skipped=reason))
+                continue
             new, row = _torch_row(name, model.get_submodule(name), inputs.get(name, []), config)
             rows.append(row)
             if new is not None:

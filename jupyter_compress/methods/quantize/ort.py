@@ -165,7 +165,8 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
             slots.append(("kw", k)), tensors.append(v), names.append(str(k))
     flat = _Flat(region, slots, args, kwargs)
     buffer = io.BytesIO()
-    with quiet(), torch.no_grad():
+    # grad mode on: torch's fused inference fast paths (nn.TransformerEncoderLayer) are not exportable
+    with quiet(), torch.enable_grad():
         outs = _flatten(output)
         axes = {n: {d: f"{n}_{d}" for d in range(t.dim())} for n, t in zip(names, tensors)}
         axes |= {f"out{i}": {d: f"out{i}_{d}" for d in range(t.dim())} for i, t in enumerate(outs)}

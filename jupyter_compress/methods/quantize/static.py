@@ -19,7 +19,15 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ...core.config import Boolean, Interval, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from .._common import layer_row
-from ._common import calibration_batches, capture_inputs, output_error, quiet, run_batches, sqnr_db
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    quiet,
+    run_batches,
+    sqnr_db,
+)
 from .fusion import find_fusions
 from .qstatic import StaticInt8Layer
 
@@ -58,6 +66,9 @@ def _observer(kind: str):
 )
 def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, ctx: Any) -> MethodResult:
     batches = calibration_batches(ctx, required=True, method="quantize.static")
+    rows = [layer_row(n, "quantize.static", model.get_submodule(n), None, skipped=parent_reads_weight(model, n))
+            for n in names if parent_reads_weight(model, n)]
+    names = [n for n in names if not parent_reads_weight(model, n)]
     fusions, notes = find_fusions(model, names) if config.fuse else ({}, [])
     in_obs = {n: _observer(config.observer) for n in names}
     out_obs = {n: _observer(config.observer) for n in names}
@@ -75,7 +86,7 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
     finally:
         for h in handles:
             h.remove()
-    replacements, rows = {}, []
+    replacements = {}
     for name in names:
         old = model.get_submodule(name)
         bn_name, relu = fusions.get(name, (None, False))

@@ -17,7 +17,14 @@ from torch import nn
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from .._common import layer_row
-from ._common import calibration_batches, capture_inputs, output_error, run_batches, sqnr_db
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    run_batches,
+    sqnr_db,
+)
 from .qlinear import WeightOnlyLinear
 
 __all__ = ["WeightOnlyConfig", "HalfConfig", "HalfPrecision"]
@@ -73,6 +80,9 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
     replacements, rows = {}, []
     for name in names:
         old: nn.Linear = model.get_submodule(name)
+        if parent_reads_weight(model, name):
+            rows.append(layer_row(name, "quantize.weight", old, None, skipped=parent_reads_weight(model, name)))
+            continue
         group = min(config.group_size, old.in_features)
         if old.in_features % group or (config.bits == 4 and group % 2):
             rows.append(layer_row(name, "quantize.weight", old, None, skipped=f"its {old.in_features} input "
@@ -103,6 +113,9 @@ def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any)
     replacements, rows = {}, []
     for name in names:
         old = model.get_submodule(name)
+        if parent_reads_weight(model, name):
+            rows.append(layer_row(name, "quantize.half", old, None, skipped=parent_reads_weight(model, name)))
+            continue
         if old.weight.dtype == dtype:
             rows.append(layer_row(name, "quantize.half", old, None, skipped=f"already {config.dtype}"))
             continue
