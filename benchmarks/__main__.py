@@ -8,10 +8,10 @@ import time
 
 import torch
 
-from . import bench_digits, bench_lowrank, bench_pruning, bench_structured
+from . import bench_digits, bench_lowrank, bench_pruning, bench_quantize, bench_structured
 from .timing import COLUMNS
 
-REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_digits]
+REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_digits, bench_quantize]
 
 
 def cpu_model() -> str:

@@ -147,10 +147,13 @@ def _node_owners(nodes: list[str], paths) -> dict[str, str | None]:
 
 
 def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, linear_paths: dict[str, bool],
-                     label: str, reduce_range: bool = False) -> tuple[OrtModule, dict[str, int]]:
+                     label: str, reduce_range: bool = False, quantize_other_matmuls: bool = False
+                     ) -> tuple[OrtModule, dict[str, int]]:
     """Export ``region`` (as called with ``args``/``kwargs``) and quantize its Linears to int8 with ONNX Runtime.
 
     ``linear_paths`` maps each Linear's path inside the region to True (quantize) or False (keep float).
+    ``quantize_other_matmuls`` also quantizes MatMuls that are no Linear (attention scores), as ONNX
+    Runtime's defaults do; we keep those in float by default (more accurate, about as fast).
     Returns the module and the number of quantized weight nodes per Linear path.
     """
     import onnx
@@ -177,7 +180,8 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
     slots, names = [s for s, n in zip(slots, names) if n in used], [n for n in names if n in used]
     owner = _node_owners([n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")], linear_paths)
     counts = {p: sum(o == p for o in owner.values()) for p in linear_paths}
-    exclude = [n for n, o in owner.items() if o is None or not linear_paths[o]]
+    exclude = [n for n, o in owner.items() if (o is None and not quantize_other_matmuls)
+               or (o is not None and not linear_paths[o])]
     with tempfile.TemporaryDirectory() as tmp, quiet():
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, src)
