@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...core.metrics import eval_mode
 from ._common import BackendUnavailableError, quiet
 
 __all__ = ["OrtModule", "ort_available", "require_ort", "export_quantized"]
@@ -166,10 +167,11 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
     for k, v in kwargs.items():
         if isinstance(v, torch.Tensor):
             slots.append(("kw", k)), tensors.append(v), names.append(str(k))
-    flat = _Flat(region, slots, args, kwargs)
+    flat = _Flat(region, slots, args, kwargs).eval()
     buffer = io.BytesIO()
-    # grad mode on: torch's fused inference fast paths (nn.TransformerEncoderLayer) are not exportable
-    with quiet(), torch.enable_grad():
+    # grad mode on: torch's fused inference fast paths (nn.TransformerEncoderLayer) are not exportable.
+    # eval_mode restores every module's own training flag: the exporter resets them from the wrapper's.
+    with quiet(), torch.enable_grad(), eval_mode(region):
         outs = _flatten(output)
         axes = {n: {d: f"{n}_{d}" for d in range(t.dim())} for n, t in zip(names, tensors)}
         axes |= {f"out{i}": {d: f"out{i}_{d}" for d in range(t.dim())} for i, t in enumerate(outs)}
