@@ -33,7 +33,7 @@ from ._common import (
 )
 from .ort import ort_available, require_ort
 from .qlinear import DynamicInt8Linear
-from .regions import build_region_rows, plan_regions
+from .regions import build_region_rows, compare_routes, plan_regions
 
 __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
 
@@ -47,6 +47,8 @@ class DynamicQuantConfig(MethodConfig):
     per_channel: bool = param(True, help="one weight scale per output channel (else one per tensor)", check=Boolean())
     max_error: float = param(0.0, help="keep in float any Linear whose relative output error on the calibration "
                              "data exceeds this (0 = quantize every selected Linear)", check=Interval(0.0, 10.0))
+    compare_routes: bool = param(True, help="time float, torch int8 and ONNX Runtime int8 on the first "
+                                 "calibration batch and put the trade-off in the report notes", check=Boolean())
 
 
 def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, reduce_range: bool = False):
@@ -117,6 +119,9 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
                 replacements[region] = new
                 rows += region_rows
                 notes += region_notes
+                if config.compare_routes:
+                    notes.append(compare_routes(model, region, group, planner.calls[region], new,
+                                                config.per_channel))
                 continue
         for name in group:
             reason = parent_reads_weight(model, name)

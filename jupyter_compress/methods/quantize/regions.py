@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import statistics
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +17,7 @@ from ...core.report import LayerRow
 from ._common import output_error, sqnr_db
 from .ort import _flatten, export_quantized
 
-__all__ = ["plan_regions", "build_region_rows"]
+__all__ = ["plan_regions", "build_region_rows", "compare_routes"]
 
 
 class _Planner:
@@ -127,3 +130,41 @@ def _dq(layer: nn.Linear, config) -> torch.Tensor:
 
     q, scale = quantize_rows(layer.weight, config.per_channel)
     return q.float() * scale[:, None]
+
+
+def _time_ms(fn: Callable[[], Any], repeats: int = 3) -> float:
+    fn()  # warm-up (ONNX Runtime plans, torch packs weights on the first call)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def compare_routes(model: nn.Module, region: str, group: list[str], call, ort_module: nn.Module,
+                   per_channel: bool) -> str:
+    """A note measuring, on the region's first calibration call, float vs torch int8 vs ONNX Runtime int8:
+    latency (median of 3) and relative output error. The choice itself never depends on these timings
+    (a replayed plan must give the same model), only on what is installed and on the data given."""
+    from .qlinear import DynamicInt8Linear
+
+    module = model.get_submodule(region)
+    args, kwargs, output = call
+    alt = copy.deepcopy(module)
+    for name in group:
+        rel = name[len(region) + 1:]
+        parent_name, _, attr = rel.rpartition(".")
+        parent = alt.get_submodule(parent_name) if parent_name else alt
+        parent._modules[attr] = DynamicInt8Linear.from_linear(parent._modules[attr], per_channel)
+    ref = _flatten(output)[0]
+    routes = {"float32 (torch)": module, "int8 Linears (torch)": alt, "int8 (ONNX Runtime)": ort_module}
+    parts = []
+    with torch.inference_mode():
+        base = None
+        for label, candidate in routes.items():
+            ms = _time_ms(lambda c=candidate: c(*args, **kwargs))
+            err = relative_error(ref, _flatten(candidate(*args, **kwargs))[0])
+            base = base or ms
+            parts.append(f"{label} {ms:.1f} ms ({base / ms:.2f}x), rel. error {err:.4f}")
+    return f"Routes measured for {region} on the first calibration batch: " + "; ".join(parts) + "."
