@@ -27,7 +27,7 @@ from .errors import (
     UnknownMethodError,
 )
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
-from .methods.quantize import DynamicQuantConfig, HalfConfig, StaticQuantConfig, WeightOnlyConfig
+from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
 
 __all__ = [
     "__version__",
@@ -50,6 +50,7 @@ __all__ = [
     "StaticQuantConfig",
     "WeightOnlyConfig",
     "HalfConfig",
+    "QATConfig",
     "register_method",
     "get_method",
     "list_methods",

@@ -8,8 +8,8 @@ from . import decompose, nm, prune, quantize, structured  # noqa: F401
 from .decompose import SVDConfig
 from .nm import NMConfig
 from .prune import PruneConfig
-from .quantize import DynamicQuantConfig, HalfConfig, StaticQuantConfig, WeightOnlyConfig
+from .quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
 from .structured import StructuredPruneConfig
 
-__all__ = ["DynamicQuantConfig", "HalfConfig", "NMConfig", "PruneConfig", "SVDConfig", "StaticQuantConfig",
+__all__ = ["DynamicQuantConfig", "HalfConfig", "NMConfig", "PruneConfig", "QATConfig", "SVDConfig", "StaticQuantConfig",
            "StructuredPruneConfig", "WeightOnlyConfig"]

@@ -3,10 +3,11 @@
 Importing this package registers them. onnxruntime is imported only when its route runs.
 """
 
-from . import dynamic, static, weight  # noqa: F401
+from . import dynamic, qat, static, weight  # noqa: F401
 from ._common import BackendUnavailableError, CalibrationDataError
 from .dynamic import DynamicQuantConfig
+from .qat import QATConfig
 from .static import StaticQuantConfig
 from .weight import HalfConfig, WeightOnlyConfig
 
-__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "HalfConfig", "StaticQuantConfig", "WeightOnlyConfig"]
+__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "HalfConfig", "QATConfig", "StaticQuantConfig", "WeightOnlyConfig"]
