@@ -13,7 +13,7 @@ from torch import nn
 from ...core.metrics import call_model, eval_mode, relative_error
 from ...errors import CompressError
 
-__all__ = ["parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
+__all__ = ["unsupported_note", "parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
            "run_batches", "quiet", "output_error", "expected_shape"]
 
 
@@ -37,6 +37,23 @@ def parent_reads_weight(model: nn.Module, name: str) -> str | None:
     if isinstance(parent, _READS_CHILD_WEIGHTS):
         return f"its parent {type(parent).__name__} reads this layer's .weight directly, so it cannot be swapped"
     return None
+
+
+_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d, nn.Embedding, nn.EmbeddingBag, nn.LSTM, nn.GRU, nn.RNN)
+
+
+def unsupported_note(model: nn.Module, supported: tuple[type, ...], method: str) -> list[str]:
+    """A note naming the weight layers (Embedding, LSTM, Conv, ...) this method leaves in float."""
+    left: dict[str, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _WEIGHT_LAYERS) and not isinstance(module, supported):
+            left.setdefault(type(module).__name__, []).append(name)
+    if not left:
+        return []
+    parts = [f"{kind} x{len(found)} ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''})"
+             for kind, found in sorted(left.items())]
+    return [f"Left in float, as {method} does not handle their type: {'; '.join(parts)}."]
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from ._common import (
     parent_reads_weight,
     run_batches,
     sqnr_db,
+    unsupported_note,
 )
 from .ort import ort_available, require_ort
 from .qlinear import DynamicInt8Linear
@@ -138,4 +139,5 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     kept = [r.name for r in rows if r.skipped and r.skipped.startswith("kept in float")]
     if kept:
         notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
+    notes += unsupported_note(model, (nn.Linear,), "quantize.dynamic")
     return MethodResult(replacements, rows, notes)

@@ -31,6 +31,7 @@ from ._common import (
     quiet,
     run_batches,
     sqnr_db,
+    unsupported_note,
 )
 from .fusion import find_fusions
 from .qstatic import StaticInt8Layer
@@ -149,4 +150,5 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
                                   detail={"folded into": name}))
     notes.append("QAT trains only the quantized layers (others are frozen, so the model outside them is unchanged);"
                  " the rel. error column compares each int8 layer with the float layer before training.")
+    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, nn.Linear), "quantize.qat")
     return MethodResult(replacements, rows, notes)

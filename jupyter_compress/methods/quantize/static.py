@@ -27,6 +27,7 @@ from ._common import (
     quiet,
     run_batches,
     sqnr_db,
+    unsupported_note,
 )
 from .fusion import find_fusions
 from .qstatic import StaticInt8Layer
@@ -118,4 +119,5 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
                                   detail={"folded into": name}))
     notes.append("Each int8 layer quantizes its input and dequantizes its output, so consecutive layers pay a "
                  "conversion each; the latency ratio in the report tells whether int8 pays off on this model.")
+    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, nn.Linear), "quantize.static")
     return MethodResult(replacements, rows, notes)

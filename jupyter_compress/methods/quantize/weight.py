@@ -24,6 +24,7 @@ from ._common import (
     parent_reads_weight,
     run_batches,
     sqnr_db,
+    unsupported_note,
 )
 from .qlinear import WeightOnlyLinear
 
@@ -96,6 +97,7 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
         replacements[name] = new
     notes = [f"Weight-only int{config.bits}: weights are dequantized to float at each call (no weight-only "
              f"int{config.bits} kernel on this CPU here), so memory and storage shrink but latency does not."]
+    notes += unsupported_note(model, (nn.Linear,), "quantize.weight")
     return MethodResult(replacements, rows, notes)
 
 
