@@ -100,7 +100,7 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
                                   method="quantize.dynamic")
     use_ort = config.backend == "onnxruntime" or (config.backend == "auto" and ort_available() and bool(batches))
     notes: list[str] = []
-    with capture_inputs(model, names, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner:
+    with capture_inputs(model, names, max_rows=1024, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner:
         if batches:
             run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
     regions = planner.regions() if use_ort else [(None, list(names))]

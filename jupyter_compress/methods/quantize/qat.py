@@ -107,7 +107,7 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
             for n in names if parent_reads_weight(model, n)]
     names = [n for n in names if not parent_reads_weight(model, n)]
     fusions, notes = find_fusions(model, names) if config.fuse else ({}, [])
-    with capture_inputs(model, names, max_rows=256) as inputs:
+    with capture_inputs(model, names, max_rows=64) as inputs:
         run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
     work = copy.deepcopy(model)  # the user's training loop runs on this copy; the model itself is not touched
     for p in work.parameters():

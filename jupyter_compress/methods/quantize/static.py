@@ -82,7 +82,7 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
         handles.append(site.register_forward_hook(
             lambda m, a, out, n=name, r=relu: out_obs[n](torch.relu(out) if r else out.detach())))
     try:
-        with capture_inputs(model, names, max_rows=256) as inputs, quiet():
+        with capture_inputs(model, names, max_rows=64) as inputs, quiet():
             run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
     finally:
         for h in handles:

@@ -60,9 +60,10 @@ class HalfPrecision(nn.Module):
         return self.layer(x.to(self.dtype)).to(x.dtype)
 
 
-def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str) -> dict[str, list]:
+def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_only: bool) -> dict[str, list]:
+    """Inputs of the layers on up to 8 calibration batches (1024 rows per Linear, else 64 samples per layer)."""
     batches = calibration_batches(ctx, required=False, method=method, limit=8)
-    with capture_inputs(model, names, max_rows=2048, flatten=False) as inputs:
+    with capture_inputs(model, names, max_rows=1024 if linear_only else 64, flatten=linear_only) as inputs:
         if batches:
             run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
     return inputs
@@ -77,7 +78,7 @@ def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str) -> dict[s
     aliases=("int4",),
 )
 def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConfig, ctx: Any) -> MethodResult:
-    inputs = _inputs(model, names, ctx, "quantize.weight")
+    inputs = _inputs(model, names, ctx, "quantize.weight", linear_only=True)
     replacements, rows = {}, []
     for name in names:
         old: nn.Linear = model.get_submodule(name)
@@ -111,7 +112,7 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
 )
 def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any) -> MethodResult:
     dtype = getattr(torch, config.dtype)
-    inputs = _inputs(model, names, ctx, "quantize.half")
+    inputs = _inputs(model, names, ctx, "quantize.half", linear_only=False)
     replacements, rows = {}, []
     for name in names:
         old = model.get_submodule(name)
