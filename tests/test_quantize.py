@@ -116,6 +116,8 @@ def test_onnxruntime_route_matches_float_and_survives_copy_and_state_dict():
         fresh, _ = jc.compress(model, jc.DynamicQuantConfig(backend="onnxruntime"), example_inputs=x)
         fresh.load_state_dict(small.state_dict())
         assert torch.equal(fresh(x), out)
+    routes = [n for n in report.notes if n.startswith("Routes measured for attn")]
+    assert routes and "int8 Linears (torch)" in routes[0] and "int8 (ONNX Runtime)" in routes[0]
     quantized = [r for r in report.compressed_rows if r.layer_type == "Linear"]
     assert {r.name for r in quantized} >= {"attn.query", "attn.key", "attn.value", "attn.out", "mlp.0", "mlp.2"}
 
