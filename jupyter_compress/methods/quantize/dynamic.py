@@ -52,14 +52,14 @@ class DynamicQuantConfig(MethodConfig):
                                  "calibration batch and put the trade-off in the report notes", check=Boolean())
 
 
-def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, reduce_range: bool = False):
-    """A float function computing what an int8 dynamic kernel computes: x as asymmetric uint8 (per tensor,
-    7 bits when ``reduce_range``), W as symmetric int8. Used for per-layer errors inside ONNX Runtime regions."""
+def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, weight_bits: int = 8):
+    """A float function computing what ONNX Runtime's dynamic int8 MatMul computes: x as asymmetric uint8
+    per tensor, W symmetric (``weight_bits``, 7 when reduce_range). Gives per-layer errors inside its regions."""
     from .qlinear import quantize_rows
 
-    q, scale = quantize_rows(linear.weight, per_channel)
+    q, scale = quantize_rows(linear.weight, per_channel, weight_bits)
     weight = q.float() * scale[:, None]
-    levels = 127 if reduce_range else 255
+    levels = 255
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)

@@ -9,8 +9,10 @@ so its size is measured and it survives ``state_dict`` / deepcopy; the session i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
+import logging
 import os
 import tempfile
 from typing import Any
@@ -132,6 +134,17 @@ class OrtModule(nn.Module):
         return f"{self.label}, onnx={self.onnx_model.numel() / 2**20:.2f} MiB"
 
 
+@contextlib.contextmanager
+def _no_root_warnings():
+    """onnxruntime.quantization logs advice ('consider pre-processing') on the root logger; keep it quiet."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _node_owners(nodes: list[str], paths) -> dict[str, str | None]:
     """The Linear (path inside the region) each MatMul / Gemm node belongs to, or None (e.g. attention scores).
 
@@ -184,7 +197,7 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
     counts = {p: sum(o == p for o in owner.values()) for p in linear_paths}
     exclude = [n for n, o in owner.items() if (o is None and not quantize_other_matmuls)
                or (o is not None and not linear_paths[o])]
-    with tempfile.TemporaryDirectory() as tmp, quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet(), _no_root_warnings():
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, src)
         quantize_dynamic(src, dst, per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
