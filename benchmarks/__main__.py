@@ -16,6 +16,7 @@ from . import (
     bench_lowrank,
     bench_pruning,
     bench_pruning_models,
+    bench_quantize,
     bench_strategy,
     bench_structured,
     bench_tune,
@@ -23,7 +24,7 @@ from . import (
 from .timing import COLUMNS
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_codecs, bench_tune, bench_distill, bench_strategy]
+            bench_quantize, bench_codecs, bench_tune, bench_distill, bench_strategy]
 
 
 def cpu_model() -> str:

@@ -33,6 +33,7 @@ from .io import load, save
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
+from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable, compare
 
@@ -66,6 +67,11 @@ __all__ = [
     "TTConfig",
     "spectrum",
     "LayerAnalysis",
+    "DynamicQuantConfig",
+    "StaticQuantConfig",
+    "WeightOnlyConfig",
+    "HalfConfig",
+    "QATConfig",
     "register_method",
     "get_method",
     "list_methods",

@@ -1,0 +1,144 @@
+"""Dynamic int8 quantization of Linear layers (weights int8 ahead of time, activations at each call).
+
+Routes, chosen per device by ``backend='auto'``:
+
+- ``onnxruntime``: each submodule holding several selected Linears and called as a unit (a BERT encoder,
+  an attention block) is exported to ONNX and run by ONNX Runtime with int8 MatMuls (per-channel weights);
+  its integer kernels are fast on x86 and ARM CPUs, including AVX2 without VNNI. Needs example inputs.
+- ``torch``: each Linear becomes :class:`DynamicInt8Linear` on torch's int8 kernel (engine x86 / fbgemm /
+  qnnpack, whichever torch uses on this CPU).
+
+Every selected Linear gets a row: weight SQNR (dB) and relative output error on the calibration data
+(``data=`` or ``example_inputs=``). With ``max_error`` set, a layer above it stays in float and is named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core.config import Boolean, Interval, MethodConfig, param
+from ...core.registry import MethodResult, register_method
+from .._common import layer_row
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    run_batches,
+    sqnr_db,
+    unsupported_note,
+)
+from .ort import ort_available, require_ort
+from .qlinear import DynamicInt8Linear
+from .regions import build_region_rows, compare_routes, plan_regions
+
+__all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DynamicQuantConfig(MethodConfig):
+    """Dynamic int8: int8 weights, activations quantized per call; the fastest accurate route by default."""
+
+    backend: str = param("auto", help="'auto': ONNX Runtime where installed and example inputs are given, "
+                         "else torch; 'onnxruntime' or 'torch' to force one", choices=("auto", "onnxruntime", "torch"))
+    per_channel: bool = param(True, help="one weight scale per output channel (else one per tensor)", check=Boolean())
+    max_error: float = param(0.0, help="keep in float any Linear whose relative output error on the calibration "
+                             "data exceeds this (0 = quantize every selected Linear)", check=Interval(0.0, 10.0))
+    compare_routes: bool = param(True, help="time float, torch int8 and ONNX Runtime int8 on the first "
+                                 "calibration batch and put the trade-off in the report notes", check=Boolean())
+
+
+def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, weight_bits: int = 8):
+    """A float function computing what ONNX Runtime's dynamic int8 MatMul computes: x as asymmetric uint8
+    per tensor, W symmetric (``weight_bits``, 7 when reduce_range). Gives per-layer errors inside its regions."""
+    from .qlinear import quantize_rows
+
+    q, scale = quantize_rows(linear.weight, per_channel, weight_bits)
+    weight = q.float() * scale[:, None]
+    levels = 255
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+        s = torch.clamp((hi - lo) / levels, min=1e-12)
+        zp = torch.round(-lo / s)
+        xq = (torch.clamp(torch.round(x / s) + zp, 0, levels) - zp) * s
+        return nn.functional.linear(xq, weight, linear.bias)
+
+    return fn
+
+
+def _torch_row(name: str, old: nn.Linear, inputs: list, config: DynamicQuantConfig):
+    new = DynamicInt8Linear.from_linear(old, config.per_channel)
+    err = output_error(old, new, inputs)
+    detail = {"backend": "torch", "engine": torch.backends.quantized.engine,
+              "sqnr_db": round(sqnr_db(old.weight, new.dequantized_weight()), 2)}
+    if config.max_error and err is not None and err > config.max_error:
+        return None, layer_row(name, "quantize.dynamic", old, None, error=err, error_kind="rel_output_error",
+                               detail=detail, skipped=f"kept in float: relative output error {err:.4f} > "
+                               f"max_error {config.max_error:g}")
+    row = layer_row(name, "quantize.dynamic", old, new, error=err, error_kind="rel_output_error", detail=detail)
+    return new, row
+
+
+@register_method(
+    "quantize.dynamic",
+    DynamicQuantConfig,
+    supported=(nn.Linear,),
+    family="quantization",
+    help="Dynamic int8 of Linear layers on the fastest accurate route of this CPU (ONNX Runtime or torch), "
+         "with per-layer SQNR and output error.",
+    aliases=("int8", "quantize.int8"),
+)
+def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig, ctx: Any) -> MethodResult:
+    if config.backend == "onnxruntime":
+        require_ort("quantize.dynamic")
+    batches = calibration_batches(ctx, required=config.backend == "onnxruntime" or config.max_error > 0,
+                                  method="quantize.dynamic")
+    use_ort = config.backend == "onnxruntime" or (config.backend == "auto" and ort_available() and bool(batches))
+    notes: list[str] = []
+    with capture_inputs(model, names, max_rows=1024, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner:
+        if batches:
+            run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
+    regions = planner.regions() if use_ort else [(None, list(names))]
+    replacements: dict[str, nn.Module] = {}
+    rows = []
+    for region, group in regions:
+        if region is not None:
+            try:
+                new, region_rows, region_notes = build_region_rows(model, region, group, planner.calls[region],
+                                                                   inputs, config, simulate_dynamic_int8)
+            except Exception as exc:  # an export the tracer cannot handle: fall back to torch, and say so
+                if config.backend == "onnxruntime":
+                    raise
+                notes.append(f"{region}: ONNX export failed ({type(exc).__name__}: {str(exc)[:120]}); "
+                             f"its Linears use torch's int8 kernels instead.")
+            else:
+                replacements[region] = new
+                rows += region_rows
+                notes += region_notes
+                if config.compare_routes:
+                    notes.append(compare_routes(model, region, group, planner.calls[region], new,
+                                                config.per_channel))
+                continue
+        for name in group:
+            reason = parent_reads_weight(model, name)
+            if reason:
+                rows.append(layer_row(name, "quantize.dynamic", model.get_submodule(name), None, skipped=reason))
+                continue
+            new, row = _torch_row(name, model.get_submodule(name), inputs.get(name, []), config)
+            rows.append(row)
+            if new is not None:
+                replacements[name] = new
+    if not batches:
+        notes.append("No calibration data: per-layer output errors are not measured and the torch route was "
+                     "used; pass data= or example_inputs= for the errors and for the ONNX Runtime route "
+                     "(on MiniLM: more accurate and faster, see benchmarks).")
+    kept = [r.name for r in rows if r.skipped and r.skipped.startswith("kept in float")]
+    if kept:
+        notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
+    notes += unsupported_note(model, (nn.Linear,), "quantize.dynamic")
+    return MethodResult(replacements, rows, notes)

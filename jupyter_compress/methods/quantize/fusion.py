@@ -1,0 +1,54 @@
+"""Which Conv layers can absorb the BatchNorm and ReLU that follow them (found with a torch.fx trace)."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx, nn
+
+__all__ = ["find_fusions"]
+
+_RELU_FUNCTIONS = (torch.relu, nn.functional.relu, torch.relu_)
+_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+
+
+def _is_relu(model: nn.Module, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(model.get_submodule(node.target), nn.ReLU)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCTIONS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def find_fusions(model: nn.Module, names: list[str]) -> tuple[dict[str, tuple[str | None, bool]], list[str]]:
+    """``{layer: (batchnorm name or None, relu follows)}`` for the layers that can fuse, and notes.
+
+    A BatchNorm is folded only when it is the conv's sole user and is used by nothing else (its running
+    statistics then describe exactly this conv's output) and it is called once.
+    """
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # data-dependent control flow, custom modules: no fusion, and we say so
+        return {}, [f"Conv-BatchNorm-ReLU fusion skipped: torch.fx could not trace the model "
+                    f"({type(exc).__name__}); layers are quantized unfused."]
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    fusions: dict[str, tuple[str | None, bool]] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in names or calls[node.target] != 1:
+            continue
+        layer = model.get_submodule(node.target)
+        tail, bn_name = node, None
+        users = list(tail.users)
+        if type(layer) in _BN and len(users) == 1 and users[0].op == "call_module":
+            bn = model.get_submodule(users[0].target)
+            if isinstance(bn, _BN[type(layer)]) and calls[users[0].target] == 1 and bn.track_running_stats:
+                bn_name, tail = users[0].target, users[0]
+        users = [u for u in tail.users if u.target is not operator.getitem]
+        relu = len(users) == 1 and _is_relu(model, users[0])
+        if bn_name or relu:
+            fusions[node.target] = (bn_name, relu)
+    return fusions, []

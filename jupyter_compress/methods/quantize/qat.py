@@ -1,0 +1,154 @@
+"""Quantization-aware fine-tuning: fake quantization (torch.ao ``FakeQuantize``) during the user's training.
+
+A copy of the model gets each selected Conv / Linear (with its BatchNorm folded in, ReLU fused) wrapped in
+:class:`FakeQuantLayer`; only those layers are trainable. ``train(model)``, the user's own loop named by
+``'module:function'`` (in a notebook ``'__main__:my_train'``; a name keeps the plan replayable), runs with
+grad on; then the observers' ranges and the trained weights become :class:`StaticInt8Layer` s.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+from torch.ao.quantization import FakeQuantize
+from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ...core.config import Boolean, MethodConfig, param
+from ...core.registry import MethodResult, register_method
+from ...errors import CompressError
+from .._common import layer_row
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    quiet,
+    run_batches,
+    sqnr_db,
+    unsupported_note,
+)
+from .fusion import find_fusions
+from .qstatic import StaticInt8Layer
+
+__all__ = ["QATConfig", "FakeQuantLayer"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QATConfig(MethodConfig):
+    """Fake-quantized fine-tuning by the user's training function, then static int8 (per-channel weights)."""
+
+    train: str = param("", help="the training function as 'module:function', called as train(model) with fake "
+                       "quantization in place ('' = no training: calibrate on the data only)")
+    fuse: bool = param(True, help="fold Conv-BatchNorm and fuse a following ReLU first", check=Boolean())
+
+
+def _activation_fq() -> FakeQuantize:
+    top = 127 if torch.backends.quantized.engine in ("fbgemm", "x86") else 255  # 7-bit without VNNI
+    return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=top, dtype=torch.quint8,
+                        qscheme=torch.per_tensor_affine)
+
+
+class FakeQuantLayer(nn.Module):
+    """A float Conv / Linear that rounds its input, weight and output as the int8 kernel will."""
+
+    def __init__(self, layer: nn.Module, relu: bool):
+        super().__init__()
+        self.layer, self.relu = layer, relu
+        with quiet():
+            self.input_fq, self.output_fq = _activation_fq(), _activation_fq()
+            self.weight_fq = FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-127,
+                                          quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                          ch_axis=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, w = self.input_fq(x), self.weight_fq(self.layer.weight)
+        if isinstance(self.layer, nn.Linear):
+            y = nn.functional.linear(x, w, self.layer.bias)
+        else:
+            y = self.layer._conv_forward(x, w, self.layer.bias)
+        return self.output_fq(torch.relu(y) if self.relu else y)
+
+
+def _resolve(spec: str):
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CompressError(f"The 'train' parameter of QATConfig is {spec!r}, which names no function; give "
+                            f"'module:function' (in a notebook '__main__:my_train').") from exc
+    if not callable(fn):
+        raise CompressError(f"The 'train' parameter of QATConfig is {spec!r}, which is not callable.")
+    return fn
+
+
+def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    (root.get_submodule(parent_name) if parent_name else root)._modules[attr] = new
+
+
+@register_method(
+    "quantize.qat",
+    QATConfig,
+    supported=(nn.Conv1d, nn.Conv2d, nn.Linear),
+    family="quantization",
+    help="Quantization-aware fine-tuning (fake quantization during your training function), then static int8.",
+    needs_data=True,
+)
+def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -> MethodResult:
+    train = _resolve(config.train) if config.train else None
+    batches = calibration_batches(ctx, required=True, method="quantize.qat")
+    rows = [layer_row(n, "quantize.qat", model.get_submodule(n), None, skipped=parent_reads_weight(model, n))
+            for n in names if parent_reads_weight(model, n)]
+    names = [n for n in names if not parent_reads_weight(model, n)]
+    fusions, notes = find_fusions(model, names) if config.fuse else ({}, [])
+    with capture_inputs(model, names, max_rows=64) as inputs:
+        run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
+    work = copy.deepcopy(model)  # the user's training loop runs on this copy; the model itself is not touched
+    for p in work.parameters():
+        p.requires_grad_(False)
+    floats, fq = {}, {}
+    for name in names:
+        bn_name, relu = fusions.get(name, (None, False))
+        floats[name] = fuse_conv_bn_eval(model.get_submodule(name), model.get_submodule(bn_name)) if bn_name \
+            else model.get_submodule(name)
+        trainable = copy.deepcopy(floats[name]).requires_grad_(True)
+        fq[name] = FakeQuantLayer(trainable, relu)
+        _swap(work, name, fq[name])
+        if bn_name:
+            _swap(work, bn_name, nn.Identity())
+    with quiet():
+        if train is not None:
+            with torch.enable_grad():
+                train(work)
+        run_batches(work, batches, names, getattr(ctx, "example_inputs", None))  # settle the activation ranges
+    replacements = {}
+    for name in names:
+        bn_name, relu = fusions.get(name, (None, False))
+        layer, f = fq[name].layer, fq[name]
+        weight = layer.weight.detach().float()
+        w_scale = (weight.abs().flatten(1).amax(dim=1) / 127).clamp_min(1e-12)
+        with quiet():
+            in_q, out_q = f.input_fq.calculate_qparams(), f.output_fq.calculate_qparams()
+        new = StaticInt8Layer(layer, weight, None if layer.bias is None else layer.bias.detach(), w_scale,
+                              (float(in_q[0]), int(in_q[1])), (float(out_q[0]), int(out_q[1])), relu)
+        ref = floats[name]
+        err = output_error((lambda x, r=ref: torch.relu(r(x))) if relu else ref, new, inputs.get(name, []))
+        replacements[name] = new
+        rows.append(layer_row(name, "quantize.qat", model.get_submodule(name), new, error=err,
+                              error_kind="rel_output_error",
+                              detail={"sqnr_db": round(sqnr_db(ref.weight, new.dequantized_weight()), 2),
+                                      "trained": train is not None, "fused": "bn" if bn_name else "-"}))
+        if bn_name:
+            replacements[bn_name] = nn.Identity()
+            rows.append(layer_row(bn_name, "quantize.qat", model.get_submodule(bn_name), nn.Identity(),
+                                  detail={"folded into": name}))
+    notes.append("QAT trains only the quantized layers (others are frozen, so the model outside them is unchanged);"
+                 " the rel. error column compares each int8 layer with the float layer before training.")
+    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, nn.Linear), "quantize.qat")
+    return MethodResult(replacements, rows, notes)

@@ -1,0 +1,122 @@
+"""Quantized Linear modules whose whole state is plain tensors (int8 / packed int4 + scales as buffers).
+
+torch.ao's own ``nn.quantized.dynamic.Linear`` keeps its weight in an opaque packed object that is neither a
+parameter nor a buffer: ``state_dict`` then holds a tuple and a dtype, and byte counts see nothing. These
+modules keep the quantized weight as buffers (so size, hashing and safetensors work) and hand it to
+torch's own int8 kernel (``quantized::linear_dynamic``, fbgemm / x86 / qnnpack) packed once, lazily.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import quiet
+
+__all__ = ["DynamicInt8Linear", "WeightOnlyLinear", "quantize_rows", "quantize_groups"]
+
+
+def quantize_rows(weight: torch.Tensor, per_channel: bool, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization of a 2-D weight: ``(q int8, scale float32 per row)``; q in [-(2^(b-1)-1), ...]."""
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.detach().float()
+    amax = w.abs().amax(dim=1) if per_channel else w.abs().amax().expand(w.shape[0])
+    scale = (amax / qmax).clamp_min(1e-12)
+    q = torch.clamp(torch.round(w / scale[:, None]), -qmax, qmax).to(torch.int8)
+    return q, scale.contiguous()
+
+
+def quantize_groups(weight: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric group-wise quantization along the input dimension: ``(q int8 (out, in), scale (out, in/group))``."""
+    out_f, in_f = weight.shape
+    qmax = 2 ** (bits - 1) - 1
+    w = weight.detach().float().reshape(out_f, in_f // group, group)
+    scale = (w.abs().amax(dim=2) / qmax).clamp_min(1e-12)
+    q = torch.clamp(torch.round(w / scale[..., None]), -qmax, qmax).to(torch.int8)
+    return q.reshape(out_f, in_f), scale.contiguous()
+
+
+class DynamicInt8Linear(nn.Module):
+    """y = x W^T + b with W in int8 (symmetric, per output channel or per tensor) and x quantized per call."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, per_channel: bool):
+        super().__init__()
+        self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
+        self.per_channel = per_channel
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self._packed = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> DynamicInt8Linear:
+        q, scale = quantize_rows(linear.weight, per_channel)
+        return cls(q, scale, linear.bias, per_channel)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.scale[:, None]
+
+    def _pack(self):
+        with quiet():
+            if self.per_channel:
+                zeros = torch.zeros(self.out_features, dtype=torch.long)
+                qw = torch.quantize_per_channel(self.qweight.float() * self.scale[:, None], self.scale.double(),
+                                                zeros, 0, torch.qint8)
+            else:
+                qw = torch.quantize_per_tensor(self.dequantized_weight(), float(self.scale[0]), 0, torch.qint8)
+            return torch.ops.quantized.linear_prepack(qw, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            self._packed = self._pack()
+        # fbgemm / x86 kernels use 7-bit activations to avoid int16 overflow without VNNI; qnnpack does not
+        reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
+        with quiet():
+            y = torch.ops.quantized.linear_dynamic(x.float(), self._packed, reduce_range)
+        return y.to(x.dtype)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_packed"] = None  # the packed kernel weight is rebuilt from the buffers on first use
+        return state
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"weights=int8 {'per-channel' if self.per_channel else 'per-tensor'}, activations=dynamic int8")
+
+
+class WeightOnlyLinear(nn.Module):
+    """Weights stored in int8 or int4 (two per byte), group-wise scales; dequantized to float at each call.
+
+    Saves memory and storage, not time: no int4 / weight-only kernel is used on CPU here.
+    """
+
+    def __init__(self, linear: nn.Linear, bits: int, group: int):
+        super().__init__()
+        self.in_features, self.out_features, self.bits, self.group = linear.in_features, linear.out_features, bits, group
+        q, scale = quantize_groups(linear.weight, bits, group)
+        if bits == 4:  # pack two signed 4-bit values per byte (low nibble = even column)
+            u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
+            q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
+        self.register_buffer("qweight", q)
+        self.register_buffer("scale", scale.to(linear.weight.dtype if linear.weight.is_floating_point() else
+                                               torch.float32))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def dequantized_weight(self) -> torch.Tensor:
+        q = self.qweight
+        if self.bits == 4:
+            q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)
+        q = q.reshape(self.out_features, -1, self.group).to(self.scale.dtype)
+        return (q * self.scale[..., None]).reshape(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.dequantized_weight().to(x.dtype),
+                                    None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, group={self.group}"

@@ -1,0 +1,132 @@
+"""Weight-only quantization (int8 / int4, group-wise scales) and fp16 / bf16 casts.
+
+Both save memory and storage. Weight-only int8/int4 dequantizes at each call (no int4 CPU kernel is used),
+so it is not faster; the report says so. Half precision runs the layer in that dtype (fast where the CPU
+has fp16 / bf16 instructions, e.g. AVX512-BF16 / AMX; otherwise it may be slower).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core.config import IntAtLeast, MethodConfig, param
+from ...core.registry import MethodResult, register_method
+from .._common import layer_row
+from ._common import (
+    calibration_batches,
+    capture_inputs,
+    output_error,
+    parent_reads_weight,
+    run_batches,
+    sqnr_db,
+    unsupported_note,
+)
+from .qlinear import WeightOnlyLinear
+
+__all__ = ["WeightOnlyConfig", "HalfConfig", "HalfPrecision"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WeightOnlyConfig(MethodConfig):
+    """Weights in int8 or int4 with one scale per group of input columns; activations stay float."""
+
+    bits: int = param(8, help="bits per weight: 8 or 4 (two int4 values packed per byte)", choices=(8, 4))
+    group_size: int = param(128, help="input columns sharing one scale (smaller: more accurate, larger "
+                            "scales overhead); a layer with fewer inputs uses one group per row",
+                            check=IntAtLeast(2))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HalfConfig(MethodConfig):
+    """Cast layers to float16 or bfloat16 (inputs cast on the way in, outputs back to the input dtype)."""
+
+    dtype: str = param("bfloat16", help="'float16' or 'bfloat16' (bf16 keeps fp32's range)",
+                       choices=("bfloat16", "float16"))
+
+
+class HalfPrecision(nn.Module):
+    """Runs ``layer`` (held in a half dtype) on inputs cast to that dtype; returns the caller's dtype."""
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.layer, self.dtype = layer, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.to(self.dtype)).to(x.dtype)
+
+
+def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_only: bool) -> dict[str, list]:
+    """Inputs of the layers on up to 8 calibration batches (1024 rows per Linear, else 64 samples per layer)."""
+    batches = calibration_batches(ctx, required=False, method=method, limit=8)
+    with capture_inputs(model, names, max_rows=1024 if linear_only else 64, flatten=linear_only) as inputs:
+        if batches:
+            run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
+    return inputs
+
+
+@register_method(
+    "quantize.weight",
+    WeightOnlyConfig,
+    supported=(nn.Linear,),
+    family="quantization",
+    help="Weight-only int8 / int4 with group-wise scales: smaller weights, same speed (dequantized per call).",
+    aliases=("int4",),
+)
+def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConfig, ctx: Any) -> MethodResult:
+    inputs = _inputs(model, names, ctx, "quantize.weight", linear_only=True)
+    replacements, rows = {}, []
+    for name in names:
+        old: nn.Linear = model.get_submodule(name)
+        if parent_reads_weight(model, name):
+            rows.append(layer_row(name, "quantize.weight", old, None, skipped=parent_reads_weight(model, name)))
+            continue
+        group = min(config.group_size, old.in_features)
+        if old.in_features % group or (config.bits == 4 and group % 2):
+            rows.append(layer_row(name, "quantize.weight", old, None, skipped=f"its {old.in_features} input "
+                                  f"columns do not split into groups of {group}; pick a group_size dividing it"))
+            continue
+        new = WeightOnlyLinear(old, config.bits, group)
+        err = output_error(old, new, inputs.get(name, []))
+        rows.append(layer_row(name, "quantize.weight", old, new, error=err, error_kind="rel_output_error",
+                              detail={"bits": config.bits, "group": group,
+                                      "sqnr_db": round(sqnr_db(old.weight, new.dequantized_weight()), 2)}))
+        replacements[name] = new
+    notes = [f"Weight-only int{config.bits}: weights are dequantized to float at each call (no weight-only "
+             f"int{config.bits} kernel on this CPU here), so memory and storage shrink but latency does not."]
+    notes += unsupported_note(model, (nn.Linear,), "quantize.weight")
+    return MethodResult(replacements, rows, notes)
+
+
+@register_method(
+    "quantize.half",
+    HalfConfig,
+    supported=(nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    family="quantization",
+    help="fp16 / bf16 casts of Linear and Conv layers (half the bytes).",
+    aliases=("fp16", "bf16"),
+)
+def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any) -> MethodResult:
+    dtype = getattr(torch, config.dtype)
+    inputs = _inputs(model, names, ctx, "quantize.half", linear_only=False)
+    replacements, rows = {}, []
+    for name in names:
+        old = model.get_submodule(name)
+        if parent_reads_weight(model, name):
+            rows.append(layer_row(name, "quantize.half", old, None, skipped=parent_reads_weight(model, name)))
+            continue
+        if old.weight.dtype == dtype:
+            rows.append(layer_row(name, "quantize.half", old, None, skipped=f"already {config.dtype}"))
+            continue
+        new = HalfPrecision(copy.deepcopy(old).to(dtype), dtype)
+        err = output_error(old, new, inputs.get(name, []))
+        rows.append(layer_row(name, "quantize.half", old, new, error=err, error_kind="rel_output_error",
+                              detail={"dtype": config.dtype,
+                                      "sqnr_db": round(sqnr_db(old.weight, new.layer.weight.float()), 2)}))
+        replacements[name] = new
+    return MethodResult(replacements, rows, [f"{config.dtype} layers compute in {config.dtype}; whether that is "
+                                             f"faster depends on the CPU's half-precision instructions."])
