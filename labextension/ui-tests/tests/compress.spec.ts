@@ -255,8 +255,12 @@ test.describe('jupyter-compress', () => {
     await page.notebook.runCell(0);
     await waitForText(page, 0, /trained/);
     await page.notebook.runCell(1);
-    const panel = page.locator('.jp-Cell').nth(1).locator('.jp-OutputArea-output').first();
+    const panel = page.locator('.jp-Cell').nth(1).locator('.jp-OutputArea-output')
+      .filter({ has: page.getByRole('tab', { name: 'pruning' }) });
     await expect(panel.getByText('after (preview)')).toBeVisible();
+    // its bokeh figure (jupyter_bokeh's BokehModel) is drawn, with the BokehJS the panel emits before it
+    await expect(panel.locator('canvas').first()).toBeVisible();
+    await expect(panel.getByText('Click to show javascript error')).toHaveCount(0);
     await shot(page, '09-tune-panel');
 
     // pruning tab: method 'prune' (the default amount 0.5 previews about half the weights gone)
