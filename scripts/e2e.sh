@@ -29,16 +29,20 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 # The extension under test: the installed one (pip install / scripts/setup.sh). A checkout whose
-# venv was not installed from it (a developer's worktree) uses its own build through JUPYTER_PATH.
+# venv was not installed from it (a developer's worktree), or whose build differs from the installed
+# one, uses its own build through JUPYTER_PATH (searched first, and the first copy of an extension wins).
 RUNDIR=$(mktemp -d /tmp/jupyter-compress-e2e.XXXXXX)
-if ! python -m jupyterlab.labextensions list 2>&1 | grep -q "jupyter-compress v.*enabled"; then
-    if [ ! -f "$ROOT/jupyter_compress/labextension/package.json" ]; then
+BUILT="$ROOT/jupyter_compress/labextension"
+INSTALLED="$VENV/share/jupyter/labextensions/jupyter-compress"
+if ! python -m jupyterlab.labextensions list 2>&1 | grep -q "jupyter-compress v.*enabled" \
+        || { [ -f "$BUILT/package.json" ] && ! diff -rq "$BUILT/static" "$INSTALLED/static" >/dev/null 2>&1; }; then
+    if [ ! -f "$BUILT/package.json" ]; then
         say "FAILED: the jupyter-compress extension is neither installed nor built (run scripts/setup.sh)"
         exit 1
     fi
-    say "extension not installed in $VENV: using the build in jupyter_compress/labextension"
+    say "using this checkout's build in jupyter_compress/labextension (not the one installed in $VENV)"
     mkdir -p "$RUNDIR/share/labextensions"
-    ln -s "$ROOT/jupyter_compress/labextension" "$RUNDIR/share/labextensions/jupyter-compress"
+    ln -s "$BUILT" "$RUNDIR/share/labextensions/jupyter-compress"
     export JUPYTER_PATH="$RUNDIR/share${JUPYTER_PATH:+:$JUPYTER_PATH}"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # kernels import this checkout's jupyter_compress

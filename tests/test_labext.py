@@ -45,6 +45,23 @@ def test_report_json_carries_the_python_summary_for_the_renderer():
     assert Report.from_dict(data).summary() == report.summary()
 
 
+def test_report_json_carries_its_plots_for_the_renderer_but_report_json_files_do_not():
+    """JupyterLab shows the report's JSON (the extension ranks it ahead of text/html), so the plots
+    attached to the report travel in it too; to_dict() (the CLI's report.json) leaves them out."""
+    fixture = json.loads((LABEXT / "tests" / "fixtures" / "report.json").read_text())
+    report = Report.from_dict(fixture["report"])
+    report.attach_html("weights", '<div id="p"></div><script>draw("p")</script>')
+    bundle = json.loads(json.dumps(report._repr_mimebundle_()))
+    data = bundle["application/vnd.jupyter-compress.report+json"]
+    assert data["plots_html"] == [["weights", '<div id="p"></div><script>draw("p")</script>']]
+    assert '<script>draw("p")</script>' in bundle["text/html"]
+    assert "plots_html" not in report.to_dict()
+    again = Report.from_dict(data)
+    assert again.plots_html == report.plots_html and again.summary() == report.summary()
+    assert "plots_html" not in Report.from_dict(fixture["report"])._repr_mimebundle_()[
+        "application/vnd.jupyter-compress.report+json"]
+
+
 def _labextension_list(env: dict[str, str]) -> str:
     out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"], capture_output=True,
                          text=True, env=env, timeout=120)

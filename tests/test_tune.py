@@ -146,3 +146,26 @@ def test_apply_button_runs_in_the_background():
     thread = panel.apply(background=True)
     thread.join(30)
     assert "model_tuned" in ns and not panel.apply_button.disabled and panel.progress.layout.display == "none"
+
+
+def test_display_emits_bokehjs_before_the_panel_once_per_session(monkeypatch):
+    """jupyter_bokeh's view draws with the page's BokehJS and loads none: the panel emits it first."""
+    pytest.importorskip("jupyter_bokeh")
+    from IPython.utils.capture import capture_output
+
+    from jupyter_compress.plotting import resources
+
+    InteractiveShell.instance()
+    resources.configure("inline")
+    monkeypatch.setitem(resources._STATE, "loaded", False)  # a fresh kernel session: BokehJS not emitted yet
+    _, _, panel = _panel()
+    with capture_output() as first:
+        panel._ipython_display_()
+    kinds = [next(k for k in ("application/vnd.jupyter.widget-view+json", "text/html") if k in o.data)
+             for o in first.outputs]
+    assert kinds == ["text/html", "application/vnd.jupyter.widget-view+json", "text/html"]
+    assert first.outputs[0].data["text/html"].count("<script>") >= 1 and "Bokeh" in first.outputs[0].data["text/html"]
+    _, _, again = _panel()
+    with capture_output() as second:
+        again._ipython_display_()
+    assert "application/vnd.jupyter.widget-view+json" in second.outputs[0].data  # BokehJS is in the page already

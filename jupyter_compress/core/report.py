@@ -107,7 +107,8 @@ class Report:
     inplace: bool = False
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # per-step metrics (schedules)
     thresholds: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # see core.thresholds
-    # HTML fragments (plots) shown under the summary; not serialized (the JSON stays small).
+    # HTML fragments (plots) shown under the summary; in the notebook's JSON (see _repr_mimebundle_), not in
+    # to_dict() by default (a report.json stays small).
     plots_html: list[tuple[str, str]] = dataclasses.field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -138,9 +139,12 @@ class Report:
         return [r for r in self.rows if r.skipped is not None]
 
     # -- serialization -----------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, plots: bool = False) -> dict[str, Any]:
+        """Plain JSON data; ``plots=True`` adds ``plots_html`` ([title, HTML] pairs), which may hold BokehJS."""
         data = dataclasses.asdict(self)
         data.pop("plots_html")
+        if plots and self.plots_html:
+            data["plots_html"] = [[title, fragment] for title, fragment in self.plots_html]
         data["totals"] = self.totals
         data["passed"] = self.passed
         # the rendered summary travels with the data, so the JupyterLab renderer shows exactly these lines
@@ -152,7 +156,7 @@ class Report:
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in fields}
         kwargs["rows"] = [LayerRow(**r) for r in data.get("rows", [])]
-        kwargs.pop("plots_html", None)
+        kwargs["plots_html"] = [(str(t), str(f)) for t, f in data.get("plots_html") or []]
         return cls(**kwargs)
 
     # -- rendering ---------------------------------------------------------
@@ -274,4 +278,6 @@ class Report:
         return self.to_text()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"text/plain": self.to_text(), "text/html": self.to_html(), REPORT_MIME: self.to_dict()}
+        # The JSON carries the plots too: JupyterLab shows it (the extension ranks it ahead of text/html) and
+        # renders the plots only when the output is trusted.
+        return {"text/plain": self.to_text(), "text/html": self.to_html(), REPORT_MIME: self.to_dict(plots=True)}

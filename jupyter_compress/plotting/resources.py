@@ -19,12 +19,15 @@ _COMPONENTS = ["bokeh", "bokeh-widgets"]  # core and the layer Select; no tables
 
 
 def configure(mode: str = "inline", root_url: str | None = None) -> None:
-    """``configure("inline")`` (default, offline) or ``configure("server", root_url="http://host:port/")``."""
+    """``configure("inline")`` (default, offline) or ``configure("server", root_url="http://host:port/")``.
+
+    Repeating the current setting (the magic does on every run) keeps BokehJS counted as emitted."""
     if mode not in ("inline", "server"):
         raise ValueError(f"mode must be 'inline' or 'server'; got {mode!r}.")
     if mode == "server" and not root_url:
         raise ValueError("mode='server' needs root_url, the local URL that serves BokehJS under static/js/.")
-    _STATE.update(mode=mode, root_url=root_url, loaded=False)
+    if (mode, root_url) != (_STATE["mode"], _STATE["root_url"]):
+        _STATE.update(mode=mode, root_url=root_url, loaded=False)
 
 
 def resources_mode() -> str:

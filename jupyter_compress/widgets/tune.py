@@ -146,6 +146,14 @@ class TunePanel:
     def _ipython_display_(self):
         from IPython.display import HTML, display
 
+        if self.plot is not None:
+            # jupyter_bokeh's view draws with the page's BokehJS (window.Bokeh) and loads none itself: emit
+            # it (offline, once per kernel session, see plotting.resources) in an output before the panel's
+            from ..plotting.resources import load_bokehjs
+
+            loader = load_bokehjs()
+            if loader.html:
+                display(HTML(loader.html))
         display(self.widget)
         # a static twin, updated on Apply: a notebook reopened without a kernel still shows the choice
         self._static = display(HTML("<i>jupyter_compress tuning panel: nothing applied yet</i>"), display_id=True)

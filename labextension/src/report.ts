@@ -1,8 +1,10 @@
 /**
  * The report summary, computed from the JSON of jupyter_compress.core.report.Report.to_dict().
  * summaryLines shows the summary lines Python embeds in the JSON; for JSON without them it mirrors an
- * earlier Report.summary() (checked against a fixture written from Python); renderReport builds DOM with textContent only, so it is safe for
- * untrusted notebooks.
+ * earlier Report.summary() (checked against a fixture written from Python); renderReport builds the
+ * summary with textContent only, so it is safe for untrusted notebooks. The report's plots (HTML with
+ * BokehJS scripts, `plots_html` in the JSON) are rendered only for trusted outputs, through the
+ * `renderHTML` the caller passes (mime.ts: @jupyterlab/rendermime's, which runs the scripts).
  */
 
 export const REPORT_MIME = 'application/vnd.jupyter-compress.report+json';
@@ -144,7 +146,51 @@ function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-export function renderReport(host: HTMLElement, data: unknown): void {
+/** Renders trusted HTML (scripts run) into host; mime.ts binds @jupyterlab/rendermime's renderHTML. */
+export type HtmlRenderer = (host: HTMLElement, html: string) => Promise<void>;
+
+export interface IReportRenderOptions {
+  /** Whether the output is trusted (the kernel produced it this session, or the notebook is trusted). */
+  trusted: boolean;
+  /** Needed to show the plots of a trusted output; without it they are listed as not shown. */
+  renderHTML?: HtmlRenderer;
+}
+
+/** The report's plots as [title, html] pairs (Report._repr_mimebundle_ puts them in the JSON). */
+export function reportPlots(r: Json): [string, string][] {
+  const plots: unknown[] = Array.isArray(r.plots_html) ? r.plots_html : [];
+  return plots
+    .filter((p): p is unknown[] => Array.isArray(p) && p.length === 2)
+    .map(([title, html]) => [String(title), String(html)]);
+}
+
+async function renderPlots(
+  box: HTMLElement, plots: [string, string][], options: IReportRenderOptions
+): Promise<void> {
+  const doc = box.ownerDocument;
+  if (!plots.length) {
+    return;
+  }
+  const titles = plots.map(([title]) => title).join(', ');
+  if (!options.trusted || !options.renderHTML) {
+    const why = options.trusted ? 'no HTML renderer' : 'notebook not trusted';
+    box.appendChild(el(doc, 'div', `plots hidden: ${why} (${titles})`, 'jp-CompressReport-plotsHidden'));
+    return;
+  }
+  // one host per plot, in order: the first may hold BokehJS itself, which the later ones use
+  for (const [title, html] of plots) {
+    const plot = el(doc, 'div', undefined, 'jp-CompressReport-plot');
+    plot.appendChild(el(doc, 'div', title, 'jp-CompressReport-plotTitle'));
+    const body = el(doc, 'div', undefined, 'jp-CompressReport-plotBody');
+    plot.appendChild(body);
+    box.appendChild(plot);
+    await options.renderHTML(body, html);
+  }
+}
+
+export async function renderReport(
+  host: HTMLElement, data: unknown, options: IReportRenderOptions = { trusted: false }
+): Promise<void> {
   const doc = host.ownerDocument;
   host.textContent = '';
   if (!isReport(data)) {
@@ -178,4 +224,5 @@ export function renderReport(host: HTMLElement, data: unknown): void {
     box.appendChild(ul);
   }
   host.appendChild(box);
+  await renderPlots(box, reportPlots(data), options);
 }

@@ -3,7 +3,7 @@
  * ui-tests/artifacts/ (git-ignored). Started by scripts/e2e.sh.
  */
 import { expect, test } from '@jupyterlab/galata';
-import type { Page } from '@playwright/test';
+import type { Locator, Page } from '@playwright/test';
 import * as fs from 'fs';
 import * as path from 'path';
 
@@ -58,6 +58,20 @@ async function waitForText(page: Page, index: number, pattern: RegExp): Promise<
   return (await cells(page))[index].text;
 }
 
+/** The canvas BokehJS draws for the report's first plot in cell `index` (Playwright's CSS pierces shadow roots). */
+function reportCanvas(page: Page, index: number): Locator {
+  return page.locator('.jp-Cell').nth(index).locator('.jp-CompressReport-plot').first().locator('canvas').first();
+}
+
+/** The tuning panel's count of non-zero parameters: column 1 "before", 2 "after (preview)". */
+function previewNonzeros(panel: Locator, column = 2): () => Promise<number> {
+  const row = panel.locator('tr').filter({ hasText: 'non-zero parameters' });
+  return async () => Number((await row.locator('td').nth(column).innerText()).replace(/,/g, ''));
+}
+
+// A plot whose script would mark the page if it ran (it must not, in an untrusted notebook).
+const PLOTS = [['weights', '<div>plot</div><script>window.__untrustedPlotRan = 1;</script>']];
+
 const SETUP = [
   'from jupyter_compress.examples.digits import train_digits_cnn',
   'model, X_test, y_test = train_digits_cnn(epochs=5)',
@@ -78,7 +92,7 @@ const GENERATE = [
 ].join('\n');
 
 test.describe('jupyter-compress', () => {
-  test('report, generated cell below its own cell, replaced, and re-run', async ({ page, tmpPath }) => {
+  test('report with its bokeh plot, generated cell below its own cell, replaced, and re-run', async ({ page, tmpPath }) => {
     const name = await page.notebook.createNew('e2e.ipynb');
     await page.notebook.setCell(0, 'code', SETUP);
     await page.notebook.addCell('code', '%load_ext jupyter_compress\n%compress model --prune 0.5');
@@ -93,7 +107,12 @@ test.describe('jupyter-compress', () => {
     await expect(report).toBeVisible();
     await expect(report).toContainText('parameters');
     await expect(report).toContainText('bytes in memory');
+    // ... with the plots the magic attaches, drawn by BokehJS (a canvas, in the plot's shadow DOM)
+    await expect(reportCanvas(page, 1)).toBeVisible();
+    await expect(report).not.toContainText('plots hidden');
     await shot(page, '01-report');
+    await report.locator('.jp-CompressReport-plot').first().scrollIntoViewIfNeeded();
+    await shot(page, '01b-report-bokeh-plot');
 
     // (b) insert_cell_below from cell 2 inserts right below cell 2 while focus is in cell 0
     await runThenFocus(page, 2, 0);
@@ -132,6 +151,8 @@ test.describe('jupyter-compress', () => {
     await page.notebook.close();
     await page.notebook.openByPath(`${tmpPath}/${name}`);
     await expect(page.locator('.jp-Cell').nth(1).locator('.jp-CompressReport')).toContainText('parameters');
+    // the notebook was signed on save (its outputs were trusted), so the plot is drawn again
+    await expect(reportCanvas(page, 1)).toBeVisible();
   });
 
   test('(d) the palette command inserts a template cell', async ({ page }) => {
@@ -174,7 +195,7 @@ test.describe('jupyter-compress', () => {
             {
               output_type: 'display_data',
               metadata: {},
-              data: { 'text/plain': 'jupyter_compress report', [REPORT_MIME]: fixture.report }
+              data: { 'text/plain': 'jupyter_compress report', [REPORT_MIME]: { ...fixture.report, plots_html: PLOTS } }
             }
           ]
         }
@@ -188,6 +209,10 @@ test.describe('jupyter-compress', () => {
       await expect(report).toContainText(line[2]);
     }
     await expect(report).toContainText('(plan: prune -> svd)');
+    // an uploaded notebook carries no signature: its plots (HTML with scripts) are not rendered
+    await expect(report).toContainText('plots hidden: notebook not trusted (weights)');
+    await expect(report.locator('.jp-CompressReport-plot')).toHaveCount(0);
+    expect(await page.evaluate(() => (window as any).__untrustedPlotRan)).toBeUndefined();
     expect(await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.content.widgets[0].model.executionCount)).toBe(3);
     await shot(page, '07-saved-report-rendered');
   });
@@ -220,7 +245,70 @@ test.describe('jupyter-compress', () => {
     await shot(page, '08-after-kernel-change');
   });
 
-  // Not available yet: these need work from other issues; they are placeholders, not passes.
-  test.fixme('(issue 7) %compress shows a rendered bokeh plot (a canvas is present)', async () => {});
-  test.fixme('(issue 9) the tuning panel renders, reacts to a slider, and "Generate cell" inserts below it', async () => {});
+  test('(issue 9) the tuning panel reacts to a slider; Generate cell inserts below it and reproduces Apply', async ({ page }) => {
+    await page.notebook.createNew('tune.ipynb');
+    // (the magic takes names, not expressions: --example X_test[:8] is refused, so the probe batch is named)
+    await page.notebook.setCell(0, 'code', SETUP + '\nfrom jupyter_compress import state_dict_hash\nprobe = X_test[:8]');
+    await page.notebook.addCell('code', '%load_ext jupyter_compress\n%compress model --tune --example probe');
+    await page.notebook.addCell('code', "print('applied', state_dict_hash(model_tuned))");
+    await page.notebook.addCell('code', "print('regenerated', state_dict_hash(model_tuned))");
+    await page.notebook.runCell(0);
+    await waitForText(page, 0, /trained/);
+    await page.notebook.runCell(1);
+    const panel = page.locator('.jp-Cell').nth(1).locator('.jp-OutputArea-output')
+      .filter({ has: page.getByRole('tab', { name: 'pruning' }) });
+    await expect(panel.getByText('after (preview)')).toBeVisible();
+    // its bokeh figure (jupyter_bokeh's BokehModel) is drawn, with the BokehJS the panel emits before it
+    await expect(panel.locator('canvas').first()).toBeVisible();
+    await expect(panel.getByText('Click to show javascript error')).toHaveCount(0);
+    await shot(page, '09-tune-panel');
+
+    // pruning tab: method 'prune' (the default amount 0.5 previews about half the weights gone)
+    await panel.getByRole('tab', { name: 'pruning' }).click();
+    await panel.locator('.widget-dropdown:visible').filter({ hasText: 'method' }).locator('select').selectOption('prune');
+    const nonzeros = previewNonzeros(panel);
+    const total = await previewNonzeros(panel, 1)();
+    expect(total).toBeGreaterThan(1000);
+    await expect.poll(nonzeros).toBeLessThan(total * 0.6);
+    const atHalf = await nonzeros();
+    expect(atHalf).toBeGreaterThan(total * 0.4);
+
+    // the amount slider, moved with the keyboard: the preview follows at once
+    const slider = panel.locator('.widget-slider:visible').filter({ hasText: 'amount' });
+    await expect(slider.locator('.widget-readout')).toHaveText('0.50');
+    await slider.locator('.noUi-handle').focus();
+    for (let i = 0; i < 20; i++) {
+      await page.keyboard.press('ArrowRight');
+    }
+    await expect(slider.locator('.widget-readout')).toHaveText('0.70');
+    await expect.poll(nonzeros).toBeLessThan(atHalf);
+    expect(await nonzeros()).toBeGreaterThan(total * 0.2);
+    await shot(page, '10-tune-slider-moved');
+
+    // Generate cell, with focus in another cell: inserted right below the panel's cell, acknowledged
+    await page.notebook.selectCells(3);
+    await panel.getByRole('button', { name: 'Generate cell' }).click();
+    await expect(panel.getByText('Inserted the %%compress cell below.')).toBeVisible();
+    let state = await cells(page);
+    expect(state).toHaveLength(5);
+    expect(state[2].source).toMatch(/^%%compress model --as model_tuned\n/);
+    expect(state[2].source).toContain('amount: 0.7');
+    expect(state[2].tag).toMatch(/^jupyter_compress\.tune\./);
+    expect(state[3].source).toContain("print('applied'");
+    await shot(page, '11-tune-generated-cell');
+
+    // Apply binds model_tuned; the generated cell, run, rebinds it to the same weights bit for bit
+    await panel.getByRole('button', { name: 'Apply', exact: true }).click();
+    await expect(panel.getByText(/Applied .* as 'model_tuned'/)).toBeVisible();
+    await page.notebook.runCell(3);
+    const applied = /applied ([0-9a-f]+)/.exec(await waitForText(page, 3, /applied [0-9a-f]+/))![1];
+    await page.notebook.runCell(2);
+    await waitForText(page, 2, /compressed model as 'model_tuned'/);
+    await page.notebook.runCell(4);
+    const rerun = await waitForText(page, 4, /regenerated [0-9a-f]+/);
+    expect(/regenerated ([0-9a-f]+)/.exec(rerun)![1]).toBe(applied);
+    state = await cells(page);
+    expect(state.filter(c => c.tag !== null)).toHaveLength(1);
+    await shot(page, '12-tune-generated-cell-reproduces-apply');
+  });
 });
