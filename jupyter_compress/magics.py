@@ -71,6 +71,24 @@ def _nm(text: str) -> tuple[int, int]:
     return n, m
 
 
+# --quantize MODE -> (method, config fields)
+QUANT_MODES = {
+    "int8": ("quantize.dynamic", {}),
+    "static-int8": ("quantize.static", {}),
+    "int4": ("quantize.weight", {"bits": 4}),
+    "int8-weight": ("quantize.weight", {"bits": 8}),
+    "fp16": ("quantize.half", {"dtype": "float16"}),
+    "bf16": ("quantize.half", {"dtype": "bfloat16"}),
+}
+
+
+def _quant_mode(text: str) -> tuple[str, dict]:
+    if text not in QUANT_MODES:
+        raise UsageError(f"%compress: --quantize {text!r} is not a mode; use one of {', '.join(QUANT_MODES)}.")
+    method, fields = QUANT_MODES[text]
+    return method, dict(fields)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -113,6 +131,9 @@ STEP_OPTIONS = [
                "unstructured magnitude pruning"),
     StepOption("--nm", "prune.nm", "n", "N:M", _nm, lambda v: {"n": v[0], "m": v[1]},
                "N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)"),
+    StepOption("--quantize", "quantize.dynamic", "mode", "MODE", lambda t: _quant_mode(t), lambda v: v,
+               "quantization: int8 (dynamic, the fast preset: give --example), static-int8 (calibrated, give "
+               "--calib), int4 (weight-only, group-wise), fp16 or bf16"),
     StepOption("--distill", "distill", "epochs", "EPOCHS", _count, lambda v: {"epochs": v},
                "after the other steps, recover accuracy by distilling from the original model (needs --data)",
                const=3),
@@ -124,7 +145,7 @@ def _option_help(option: StepOption) -> str:
         config_cls = get_method(option.method).config_cls
     except CompressError:
         return option.lead + " (not available in this installation)"
-    if option.field == "n":
+    if option.field in ("n", "mode"):
         return option.lead
     return f"{option.lead}: {_field_help(config_cls, option.field)}"
 
@@ -167,6 +188,11 @@ def build_parser() -> _Parser:
                    "Apply / Revert / Generate cell)")
     p.add_argument("--compare", action="store_true", help="measure every method family side by side on MODEL "
                    "at --budget (needs --data or --example)")
+    p.add_argument("--auto", action="store_true", help="search the smallest (or fastest) plan whose metric drops by at "
+                   "most --max-drop (needs --eval, or --data / --example for fidelity)")
+    p.add_argument("--max-drop", dest="max_drop", type=_amount, default=None, metavar="DROP",
+                   help="with --auto: the largest allowed drop of the metric, e.g. 1%% or 0.01 (default 1%%)")
+    p.add_argument("--objective", choices=("size", "latency"), default="size", help="with --auto: what to minimise")
     p.add_argument("--budget", type=_amount, default=0.5, metavar="FRACTION",
                    help="with --compare: fraction of the parameters kept (default 0.5)")
     p.add_argument("--report", dest="report", action="store_true", default=True, help="show the report (default)")
@@ -220,8 +246,14 @@ class CompressMagics(Magics):
         self._reports: dict[str, Any] = {}
 
     # -- helpers -----------------------------------------------------------
-    def _resolve(self, name: str, what: str = "name") -> Any:
+    def _resolve(self, name: str, what: str = "name", expression: bool = False) -> Any:
         ns = self.shell.user_ns
+        if expression and not all(part.isidentifier() for part in name.split(".")):
+            try:  # data and inputs may be written as expressions, e.g. --example X_test[:8]
+                return self.shell.ev(name)
+            except Exception as exc:  # noqa: BLE001 - any error in the user's expression is a usage error
+                raise UsageError(f"%compress: {what} {name!r} could not be evaluated ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
         head, *rest = name.split(".")
         if not head.isidentifier() or head not in ns:
             raise UsageError(f"%compress: {what} {name!r} is not defined in the notebook; define it or check "
@@ -259,10 +291,10 @@ class CompressMagics(Magics):
             value = getattr(args, option.flag.lstrip("-").replace("-", "_"), None)
             if value is None:
                 continue
-            fields = option.build(value)
-            if args.scope and option.method in ("prune", "prune.structured"):
+            method, fields = value if option.flag == "--quantize" else (option.method, option.build(value))
+            if args.scope and method in ("prune", "prune.structured"):
                 fields["scope"] = args.scope
-            config_cls = get_method(option.method).config_cls
+            config_cls = get_method(method).config_cls
             try:
                 steps.append(Step(config_cls(**fields), selector))
             except CompressError as exc:
@@ -301,13 +333,17 @@ class CompressMagics(Magics):
         eval_fn = self._resolve(eval_name, "eval function") if eval_name else None
         if eval_fn is not None and not callable(eval_fn):
             raise UsageError(f"%compress: --eval {eval_name!r} is not callable; pass a function FN(model).")
-        example = self._resolve(args.example, "example inputs") if args.example else None
+        example = self._resolve(args.example, "example inputs", expression=True) if args.example else None
         data_name = args.data or args.calib
-        data = self._resolve(data_name, "data") if data_name else None
+        data = self._resolve(data_name, "data", expression=True) if data_name else None
         if args.tune:
             return self._tune(args, model, eval_fn, data, example)
         if args.compare:
             return self._compare(args, model, eval_fn, data, example)
+        if args.auto:
+            return self._auto(args, model, eval_fn, data, example)
+        if args.max_drop is not None:
+            raise UsageError("%compress: --max-drop goes with --auto (e.g. --auto --max-drop 1%).")
         try:
             if cell is not None and cell.strip():
                 plan = Plan.from_yaml(cell)
@@ -375,6 +411,31 @@ class CompressMagics(Magics):
             raise UsageError(f"%compress: --compare: {str(exc).splitlines()[0]}") from None
         self.shell.user_ns["_compress_comparison"] = table
         display(table)
+
+    def _auto(self, args, model, eval_fn, data, example):
+        from .strategy.auto import auto
+
+        if eval_fn is None and data is None and example is None:
+            raise UsageError("%compress: --auto needs something to measure: --eval FN, or --data / --example for "
+                             "fidelity to the original.")
+        try:
+            result = auto(model, eval=eval_fn, data=data, example_inputs=example,
+                          max_drop=0.01 if args.max_drop is None else args.max_drop, objective=args.objective)
+        except CompressError as exc:
+            raise UsageError(f"%compress: --auto: {str(exc).splitlines()[0]}") from None
+        self.shell.user_ns["_compress_auto"] = result
+        if result.model is not None:
+            bound = args.as_name or args.model.replace(".", "_") + "_auto"
+            if not bound.isidentifier():
+                raise UsageError(f"%compress: --as {bound!r} is not a valid Python name.")
+            self.shell.user_ns[bound] = result.model
+            self.shell.user_ns["_compress_report"] = result.report
+            self._reports[bound] = result.report
+            if args.emit_config and result.plan is not None:
+                self.shell.set_next_input(self._cell_for(result.plan, f"{args.model} --as {bound}"), replace=False)
+        print(repr(result))
+        if args.report and result.report is not None:
+            display(result.report)
 
     @staticmethod
     def _check_needs(plan: Plan, example: Any, data: Any) -> None:

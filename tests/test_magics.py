@@ -231,3 +231,28 @@ def test_distill_option_recovers_after_pruning(shell, ns):
     assert isinstance(result.error_in_exec, UsageError) and "add --data" in str(result.error_in_exec)
     result = shell.run_cell("%compress model --prune 0.5 --distill zero --data xy")
     assert isinstance(result.error_in_exec, UsageError) and "epochs" in str(result.error_in_exec)
+
+
+def test_quantize_modes_and_expressions_for_inputs(shell, ns):
+    run(shell, "%compress model --quantize int8 --example x[:2] --as q8 --no-report")
+    assert ns["_compress_report"].plan["steps"][0]["method"] == "quantize.dynamic"
+    for mode, method, field in (("int4", "quantize.weight", ("bits", 4)), ("bf16", "quantize.half", ("dtype", "bfloat16")),
+                                ("static-int8", "quantize.static", None)):
+        run(shell, f"%compress model --quantize {mode} --calib x --as q --no-report")
+        step = ns["_compress_report"].plan["steps"][0]
+        assert step["method"] == method and (field is None or step[field[0]] == field[1])
+    result = shell.run_cell("%compress model --quantize int3")
+    assert isinstance(result.error_in_exec, UsageError) and "use one of int8" in str(result.error_in_exec)
+    result = shell.run_cell("%compress model --prune 0.5 --example x[")
+    assert isinstance(result.error_in_exec, UsageError) and "could not be evaluated" in str(result.error_in_exec)
+
+
+def test_auto_with_max_drop(shell, ns, capsys):
+    run(shell, "%compress model --auto --max-drop 5% --example x --as found --no-report")
+    result = ns["_compress_auto"]
+    assert result.plan is not None and ns["found"] is result.model
+    assert "budget" in capsys.readouterr().out.lower()
+    bad = shell.run_cell("%compress model --prune 0.5 --max-drop 1%")
+    assert isinstance(bad.error_in_exec, UsageError) and "goes with --auto" in str(bad.error_in_exec)
+    bad = shell.run_cell("%compress model --auto")
+    assert isinstance(bad.error_in_exec, UsageError) and "needs something to measure" in str(bad.error_in_exec)

@@ -11,10 +11,10 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_compress as jc
 
-OPTIONS = ["--prune", "--structured", "--svd", "--tucker", "--cp", "--tt", "--nm", "--distill", "--scope", "--layers",
+OPTIONS = ["--prune", "--structured", "--svd", "--tucker", "--cp", "--tt", "--nm", "--distill", "--quantize", "--auto", "--max-drop", "--scope", "--layers",
            "--exclude", "--as", "--eval", "--example", "--data", "--calib", "--seed", "--inplace", "--emit-config",
            "--no-report", "--report", "--bogus", "-x"]
-VALUES = ["0.5", "50%", "1.5", "-1", "0", "8", "999", "energy:0.9", "energy:2", "auto", "2:4", "4:2", "a:b",
+VALUES = ["0.5", "50%", "int8", "int4", "static-int8", "bf16", "1.5", "-1", "0", "8", "999", "energy:0.9", "energy:2", "auto", "2:4", "4:2", "a:b",
           "global", "nowhere", "0", "re:[", "re:.*", "x", "evaluate", "model", "'unclosed", "9lives", "", "nan", "inf"]
 
 

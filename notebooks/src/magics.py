@@ -44,11 +44,17 @@ hash_before = jc.state_dict_hash(model)
 %compress model --svd energy:0.9 --tucker 0.5 --eval evaluate_fn --as lowrank --no-report
 
 # %%
+%compress model --quantize static-int8 --calib X_train[:256] --eval evaluate_fn --as int8 --no-plots
+%compress model --quantize int8 --example x --as dyn8 --no-report
+%compress model --quantize int4 --as w4 --no-report
+%compress model --quantize bf16 --as half --no-report
+
+# %%
 %compress model --cp 4 --as cpd --no-report
 %compress model --nm 2:4 --as sparse24 --no-report
 %compress model --tt 0.5 --layers head --as tensor_train --no-report
 %compress model --svd auto --layers head --as vbmf --no-report
-for name in ("pruned", "narrow", "lowrank", "cpd", "sparse24", "tensor_train", "vbmf"):
+for name in ("pruned", "narrow", "lowrank", "int8", "dyn8", "w4", "half", "cpd", "sparse24", "tensor_train", "vbmf"):
     print(f"{name:>12}: {jc.count_params(globals()[name]):>6,} parameters, accuracy {evaluate_fn(globals()[name])['accuracy']:.3f}")
 assert jc.state_dict_hash(model) == hash_before
 
@@ -95,6 +101,13 @@ assert jc.state_dict_hash(model) == hash_before
 
 # %%
 %compress model --tune --example x --as tuned
+
+# %% [markdown]
+# `--auto --max-drop` searches the smallest plan within an accuracy budget (per-layer settings, mixed
+# methods) and always returns the best plan found and the frontier:
+
+# %%
+%compress model --auto --max-drop 1% --eval evaluate_fn --example x --as found --no-plots
 
 # %% [markdown]
 # Settings are traitlets, checked where they are used:
@@ -152,6 +165,9 @@ expect_error("model --prune 0.5 --data nowhere", "data 'nowhere' is not defined"
 expect_error("model --prune 0.5 --as 9lives", "--as '9lives' is not a valid Python name")
 expect_error("model --compare", "--compare measures on your data")
 expect_error("model --prune 0.5 --distill", "trains on your data: add --data")
+expect_error("model --quantize int3", "is not a mode; use one of int8")
+expect_error("model --prune 0.5 --max-drop 1%", "--max-drop goes with --auto")
+expect_error("model --prune 0.5 --example X_test[:", "could not be evaluated")
 expect_error("model --prune 0.5 --distill zero --data train", "whole number of epochs")
 expect_error("model --as t", "Unknown method 'prnue'. Did you mean 'prune'?", "steps:\n- {method: prnue}\n")
 expect_error("model --as t", "amout", "steps:\n- {method: prune, amout: 0.5}\n")
