@@ -115,11 +115,29 @@ class OrtModule(nn.Module):
         feed = {}
         for (kind, key), name in zip(self.slots, self.input_names):
             value = args[key] if kind == "arg" and key < len(args) else kwargs.get(key) if kind == "kw" else None
+            if value is None and "mask" in str(key):
+                value = self._neutral_mask(name, args, kwargs)
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
             feed[name] = value.detach().cpu().contiguous().numpy()
         outputs = [torch.from_numpy(o) for o in self.session().run(None, feed)]
         return _rebuild(self.out_spec, outputs)
+
+    def _neutral_mask(self, name: str, args, kwargs) -> torch.Tensor | None:
+        """A mask that masks nothing, for callers that pass None when no position is padded (Hugging Face
+        drops an all-ones attention mask): (batch, 1, T, T) of True for a boolean mask, of 0.0 for an
+        additive float mask, with batch and T read from the (batch, T, hidden) hidden states."""
+        meta = next((i for i in self.session().get_inputs() if i.name == name), None)
+        hidden = next((a for a in list(args) + list(kwargs.values())
+                       if isinstance(a, torch.Tensor) and a.dim() == 3 and a.is_floating_point()), None)
+        if meta is None or hidden is None or len(meta.shape) != 4:
+            return None
+        batch, length = hidden.shape[0], hidden.shape[1]
+        if meta.type == "tensor(bool)":
+            return torch.ones(batch, 1, length, length, dtype=torch.bool)
+        if meta.type == "tensor(float)":
+            return torch.zeros(batch, 1, length, length)
+        return None
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._session = None
