@@ -29,7 +29,7 @@ from .errors import (
     StoppedError,
     UnknownMethodError,
 )
-from .io import load, save
+from .io import export_onnx, load, save
 from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
@@ -47,6 +47,7 @@ __all__ = [
     "preview",
     "save",
     "load",
+    "export_onnx",
     "prune_gradually",
     "distill",
     "make_student",

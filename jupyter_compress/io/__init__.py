@@ -5,6 +5,7 @@ your factory, then loads the weights, so custom classes never need to be importa
 """
 
 from .artifact import ARTIFACT_SCHEMA, load, read_manifest, save
+from .export import ExportResult, export_onnx
 from .inputs import input_spec, synth_inputs
 
-__all__ = ["ARTIFACT_SCHEMA", "input_spec", "load", "read_manifest", "save", "synth_inputs"]
+__all__ = ["ARTIFACT_SCHEMA", "ExportResult", "export_onnx", "input_spec", "load", "read_manifest", "save", "synth_inputs"]
