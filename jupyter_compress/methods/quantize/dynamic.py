@@ -34,6 +34,7 @@ from ._common import (
 )
 from .ort import ort_available, require_ort
 from .qlinear import DynamicInt8Linear
+from .recurrent import DynamicInt8Recurrent
 from .regions import build_region_rows, compare_routes, plan_regions
 
 __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
@@ -84,25 +85,42 @@ def _torch_row(name: str, old: nn.Linear, inputs: list, config: DynamicQuantConf
     return new, row
 
 
+def _recurrent_row(name: str, old: nn.Module, inputs: list, config: DynamicQuantConfig):
+    new = DynamicInt8Recurrent.from_float(old)
+    weights = dict(old.named_parameters())
+    sqnr = min(sqnr_db(weights[n], w) for n, w in new.dequantized().items())
+    err = output_error(lambda x: old(x)[0], lambda x: new(x)[0], inputs)
+    detail = {"backend": "torch", "engine": torch.backends.quantized.engine, "sqnr_db": round(sqnr, 2),
+              "weights": "int8 per tensor"}
+    if config.max_error and err is not None and err > config.max_error:
+        return None, layer_row(name, "quantize.dynamic", old, None, error=err, error_kind="rel_output_error",
+                               detail=detail, skipped=f"kept in float: relative output error {err:.4f} > "
+                               f"max_error {config.max_error:g}")
+    return new, layer_row(name, "quantize.dynamic", old, new, error=err, error_kind="rel_output_error", detail=detail)
+
+
 @register_method(
     "quantize.dynamic",
     DynamicQuantConfig,
-    supported=(nn.Linear,),
+    supported=(nn.Linear, nn.LSTM, nn.GRU),
     family="quantization",
     help="Dynamic int8 of Linear layers on the fastest accurate route of this CPU (ONNX Runtime or torch), "
          "with per-layer SQNR and output error.",
     aliases=("int8", "quantize.int8"),
 )
 def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig, ctx: Any) -> MethodResult:
+    recurrent = [n for n in names if isinstance(model.get_submodule(n), (nn.LSTM, nn.GRU))]
+    names = [n for n in names if n not in recurrent]
     if config.backend == "onnxruntime":
         require_ort("quantize.dynamic")
     batches = calibration_batches(ctx, required=config.backend == "onnxruntime" or config.max_error > 0,
                                   method="quantize.dynamic")
     use_ort = config.backend == "onnxruntime" or (config.backend == "auto" and ort_available() and bool(batches))
     notes: list[str] = []
-    with capture_inputs(model, names, max_rows=1024, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner:
+    with capture_inputs(model, names, max_rows=1024, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner, \
+            capture_inputs(model, recurrent, max_rows=64) as recurrent_inputs:
         if batches:
-            run_batches(model, batches, names, getattr(ctx, "example_inputs", None))
+            run_batches(model, batches, names + recurrent, getattr(ctx, "example_inputs", None))
     regions = planner.regions() if use_ort else [(None, list(names))]
     replacements: dict[str, nn.Module] = {}
     rows = []
@@ -133,6 +151,14 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
             rows.append(row)
             if new is not None:
                 replacements[name] = new
+    for name in recurrent:  # LSTM / GRU: torch's dynamic int8 recurrent kernels (ONNX Runtime route: Linears only)
+        new, row = _recurrent_row(name, model.get_submodule(name), recurrent_inputs.get(name, []), config)
+        rows.append(row)
+        if new is not None:
+            replacements[name] = new
+    if recurrent:
+        notes.append(f"{len(recurrent)} recurrent layer(s) ({', '.join(recurrent[:3])}) run on torch's int8 LSTM/GRU "
+                     f"kernels with per-tensor int8 weights.")
     if not batches:
         notes.append("No calibration data: per-layer output errors are not measured and the torch route was "
                      "used; pass data= or example_inputs= for the errors and for the ONNX Runtime route "
@@ -140,5 +166,5 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     kept = [r.name for r in rows if r.skipped and r.skipped.startswith("kept in float")]
     if kept:
         notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
-    notes += unsupported_note(model, (nn.Linear,), "quantize.dynamic")
+    notes += unsupported_note(model, (nn.Linear, nn.LSTM, nn.GRU), "quantize.dynamic")
     return MethodResult(replacements, rows, notes)
