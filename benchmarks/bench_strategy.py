@@ -14,6 +14,8 @@ from jupyter_compress.strategy._search import options_from, plan_of
 from jupyter_compress.strategy.auto import auto
 from jupyter_compress.strategy.sensitivity import measure_plan, sensitivity
 
+from .timing import at_most, skipped
+
 MAX_DROP = 0.01
 
 
@@ -54,9 +56,14 @@ def _digits_grid(quick: bool) -> list[dict]:
         if rec["drop"] <= MAX_DROP and (best is None or rec["storage_after"] < best):
             best = rec["storage_after"]
     found = min(t["storage_bytes"] for t in res.trials if t["feasible"])
-    return [{"name": f"digits CNN auto vs exhaustive ({combos} plans, drop <= {MAX_DROP})",
-             "figure": "stored size auto / best", "baseline": f"{best:,} B", "value": f"{found / best:.3f}",
-             "note": f"auto used {auto_evals} evaluations = {auto_evals / (combos + 1):.0%} of exhaustive"}]
+    name = f"digits CNN auto vs exhaustive ({combos} plans, drop <= {MAX_DROP})"
+    share = auto_evals / (combos + 1)  # the exhaustive search also evaluates the baseline once
+    return [{"name": name, "figure": "stored size auto / best", "baseline": f"{best:,} B",
+             "value": f"{found / best:.3f}", **at_most(found / best, 1.05, "<= 1.05 (within 5%)"),
+             "note": f"auto's smallest feasible plan {found:,} B"},
+            {"name": name, "figure": "evaluations auto / exhaustive", "baseline": f"{combos + 1} evaluations",
+             "value": f"{share:.2f}", **at_most(share, 0.25, "<= 0.25"),
+             "note": f"auto used {auto_evals}, baselines included"}]
 
 
 def _dask_throughput(quick: bool) -> list[dict]:
@@ -82,7 +89,8 @@ def _dask_throughput(quick: bool) -> list[dict]:
     n = len(seq.points)
     return [{"name": f"sensitivity sweep, {n} points, digits CNN", "figure": "throughput Dask 2 workers / 1",
              "baseline": f"{n / t_seq:.1f} pts/s", "value": f"{t_seq / t_par:.2f}x",
-             "note": f"{n / t_par:.1f} pts/s on a local cluster (started beforehand); same numbers"}]
+             "note": f"{n / t_par:.1f} pts/s on a local cluster (started beforehand); same numbers; report only "
+                     f"(issue 12 expects ~1.5x on an idle 2-core machine)"}]
 
 
 def _minilm(quick: bool) -> list[dict]:
@@ -125,4 +133,6 @@ def _minilm(quick: bool) -> list[dict]:
 
 
 def rows(quick: bool) -> list[dict]:
-    return _digits_grid(quick) + _dask_throughput(quick) + _minilm(quick)
+    minilm = [skipped("MiniLM auto (cosine drop <= 0.01) vs best single method", "stored size single / auto")] \
+        if quick else _minilm(quick)
+    return _digits_grid(quick) + _dask_throughput(quick) + minilm
