@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     mode = "quick" if args.quick else "full"
     machine = machine_info()
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores / {machine['threads']} threads; torch "
-          f"{machine['torch']}, {machine['torch_threads']} threads; python {machine['python']}; {mode} run")
+          f"{machine['torch']}, {machine['torch_threads']} threads, OMP_WAIT_POLICY={machine['omp_wait_policy']}; python {machine['python']}; {mode} run")
     meter = CpuMeter()
     rows: list[dict] = []
     for i, module in enumerate(modules, 1):

@@ -56,6 +56,7 @@ def machine_info() -> dict:
     return {"cpu": cpu_model(), "cores": _physical_cores() or logical, "threads": logical,
             "usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
             "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}",
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -131,7 +132,8 @@ def render_markdown(rows: list[dict], machine: dict, usage: dict, mode: str) -> 
         f"{machine['date']}, in {usage['wall_s'] / 60:.1f} minutes.", "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores / {machine['threads']} hardware threads "
         f"({machine['usable']} usable); {machine['os']}; torch {machine['torch']} on "
-        f"{machine['torch_threads']} intra-op threads; Python {machine['python']}.", "",
+        f"{machine['torch_threads']} intra-op threads, OMP_WAIT_POLICY={machine.get('omp_wait_policy', 'unset')}; "
+        f"Python {machine['python']}.", "",
         load_sentence(machine, usage), "",
         "Every figure is measured in this run: a speedup is the median over rounds of baseline time / candidate "
         "time, both timed interleaved in the same process. `target` is the figure's target from its issue; "
