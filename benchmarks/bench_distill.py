@@ -75,7 +75,7 @@ def _minilm(quick: bool) -> list[dict]:
     except ImportError as exc:  # the digits rows above still count; this one says why it is missing
         return [{"name": "MiniLM 3 of 6 layers (not run)", "figure": "held-out cosine", "baseline": "-",
                  "value": "error", "target": ">= 0.9 (mean)", "status": "error", "note": str(exc)[:200]}]
-    n_train, epochs = (128, 2) if quick else (1000, 3)
+    n_train, epochs = (64, 1) if quick else (1000, 3)
     train, held = corpus(n_train), corpus(100, offset=1000)
     student = make_student(teacher, "shallow")  # 3 of the 6 layers, initialised from the teacher's
     ref = embed(teacher, held)
@@ -98,7 +98,7 @@ def _minilm(quick: bool) -> list[dict]:
 
 
 def rows(quick: bool) -> list[dict]:
-    seeds = range(2) if quick else range(5)
+    seeds = range(1) if quick else range(5)
     teacher, _, _ = train_digits_cnn()
     data = digits_data(0)
     return _small_student(teacher, data, seeds) + [_recovery(teacher, data, seeds)] + _minilm(quick)

@@ -48,7 +48,7 @@ def minilm_rows(quick: bool) -> list[dict]:
     from jupyter_compress.examples.minilm import corpus, cosine, embed, features, load_minilm
 
     model = load_minilm()
-    sentences = corpus(100)
+    sentences = corpus(32 if quick else 100)
     plan = Plan.from_dict({"jupyter_compress_plan": 1, "steps": [
         {"method": "prune.structured", "amount": 0.25, "layers": [r"re:.*intermediate\.dense"]}]})
     pruned, _ = compress(model, plan, example_inputs=(features(model, sentences[:8]),))
