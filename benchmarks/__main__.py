@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import traceback
 
 from . import (
@@ -73,18 +72,25 @@ def main(argv: list[str] | None = None) -> None:
     mode = "quick" if args.quick else "full"
     machine = machine_info()
     print(f"CPU: {machine['cpu']}, {machine['cores']} cores / {machine['threads']} threads; torch "
-          f"{machine['torch']}, {machine['torch_threads']} threads, OMP_WAIT_POLICY={machine['omp_wait_policy']}; python {machine['python']}; {mode} run")
+          f"{machine['torch']}, {machine['torch_threads']} threads, {machine['omp']}; python {machine['python']}; "
+          f"{mode} run")
     meter = CpuMeter()
     rows: list[dict] = []
+    peak = (0.0, "-")
     for i, module in enumerate(modules, 1):
         print(f"[{i}/{len(modules)}] {module_name(module)} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
+        module_meter = CpuMeter()
         new = run_module(module, args.quick)
         rows += new
+        spent = module_meter.summary()
+        others = spent["others_cores"]
+        if others is not None and others > peak[0]:
+            peak = (others, module_name(module))
         failed = " FAILED" if any(r["status"] == "error" for r in new) else ""
-        print(f"[{i}/{len(modules)}] {module_name(module)}: {len(new)} rows in {time.perf_counter() - start:.1f} s"
-              f"{failed}", file=sys.stderr, flush=True)
-    usage = meter.summary()
+        busy = "" if others is None else f"; other processes busy on {others:.2f} CPUs"
+        print(f"[{i}/{len(modules)}] {module_name(module)}: {len(new)} rows in {spent['wall_s']:.1f} s{busy}{failed}",
+              file=sys.stderr, flush=True)
+    usage = {**meter.summary(), "peak_others": peak}
     print(format_table(rows))
     print(f"({usage['wall_s']:.0f} s; latency: median of per-round ratios, baseline and candidate interleaved)")
     print(load_sentence(machine, usage).replace("**", ""))

@@ -15,9 +15,12 @@ from benchmarks.report import format_table, load_sentence, machine_info, render_
 from benchmarks.timing import COLUMNS, REPORT, all_of, at_least, at_most, skipped
 
 MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 4, "usable": 4, "torch": "2.13.0", "torch_threads": 2,
-           "python": "3.11.7", "omp_wait_policy": "PASSIVE", "os": "Linux 6.0", "date": "2030-01-02 03:04 UTC"}
+           "python": "3.11.7", "omp": "OMP_WAIT_POLICY unset (GNU OpenMP default)", "os": "Linux 6.0", "date": "2030-01-02 03:04 UTC"}
 IDLE = {"wall_s": 600.0, "others_cores": 0.01, "load_before": 0.05, "load_after": 1.9}
 BUSY = {"wall_s": 600.0, "others_cores": 1.3, "load_before": 3.2, "load_after": 4.0}
+BURST = {"wall_s": 600.0, "others_cores": 0.1, "load_before": 0.1, "load_after": 1.0, "peak_others": (0.9, "quantize")}
+# a high load average alone (this run's own earlier work decaying in it) is not other processes' load
+STALE = {"wall_s": 600.0, "others_cores": 0.0, "load_before": 2.3, "load_after": 1.7, "peak_others": (0.05, "tune")}
 
 
 def _rows() -> list[dict]:
@@ -59,7 +62,7 @@ def test_markdown_has_machine_columns_status_and_short_list():
     assert lines[0] == "# Benchmark results"
     assert "2030-01-02 03:04 UTC" in text and "10.0 minutes" in text
     assert "Test CPU 9000, 2 cores / 4 hardware threads" in text and "torch 2.13.0" in text
-    assert "OMP_WAIT_POLICY=PASSIVE" in text
+    assert "OMP_WAIT_POLICY unset" in text
     header = next(i for i, line in enumerate(lines) if line.startswith("| name"))
     assert lines[header] == "| " + " | ".join(COLUMNS) + " |"
     table = lines[header + 2: header + 2 + len(_rows())]
@@ -78,6 +81,9 @@ def test_markdown_says_plainly_when_the_machine_was_loaded():
     assert "**The machine was shared and loaded during this run**" in text
     assert "1.30 of the 4 CPUs" in text and "3.20 before" in text
     assert "otherwise idle" not in load_sentence(MACHINE, BUSY)
+    assert "shared and loaded" in load_sentence(MACHINE, BURST) and "0.90 during one module, quantize" in \
+        load_sentence(MACHINE, BURST)
+    assert "otherwise idle" in load_sentence(MACHINE, STALE)
 
 
 def test_write_results_is_atomic_and_replaces(tmp_path):
