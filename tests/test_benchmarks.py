@@ -14,7 +14,7 @@ from benchmarks import __main__ as bench
 from benchmarks.report import format_table, load_sentence, machine_info, render_markdown, write_results
 from benchmarks.timing import COLUMNS, REPORT, all_of, at_least, at_most, skipped
 
-MACHINE = {"cpu": "Test CPU 9000", "cores": 2, "threads": 4, "usable": 4, "torch": "2.13.0", "torch_threads": 2,
+MACHINE = {"cpu": "Test CPU 9000", "features": "avx2, fma", "cores": 2, "threads": 4, "usable": 4, "torch": "2.13.0", "torch_threads": 2,
            "python": "3.11.7", "omp": "OMP_WAIT_POLICY unset (GNU OpenMP default)", "os": "Linux 6.0", "date": "2030-01-02 03:04 UTC"}
 IDLE = {"wall_s": 600.0, "others_cores": 0.01, "load_before": 0.05, "load_after": 1.9}
 BUSY = {"wall_s": 600.0, "others_cores": 1.3, "load_before": 3.2, "load_after": 4.0}
@@ -61,7 +61,7 @@ def test_markdown_has_machine_columns_status_and_short_list():
     lines = text.splitlines()
     assert lines[0] == "# Benchmark results"
     assert "2030-01-02 03:04 UTC" in text and "10.0 minutes" in text
-    assert "Test CPU 9000, 2 cores / 4 hardware threads" in text and "torch 2.13.0" in text
+    assert "Test CPU 9000 (avx2, fma), 2 cores / 4 hardware threads" in text and "torch 2.13.0" in text
     assert "OMP_WAIT_POLICY unset" in text
     header = next(i for i, line in enumerate(lines) if line.startswith("| name"))
     assert lines[header] == "| " + " | ".join(COLUMNS) + " |"
