@@ -4,6 +4,7 @@ and MiniLM auto vs the best single method at the same cosine budget."""
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 import time
 
@@ -66,9 +67,18 @@ def _digits_grid(quick: bool) -> list[dict]:
              "note": f"auto used {auto_evals}, baselines included"}]
 
 
-def _dask_throughput(quick: bool) -> list[dict]:
+def _dask_sweep(model, kw: dict, ratios: tuple) -> tuple:
     import distributed
 
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        sensitivity(model, executor=client, **{**kw, "ratios": ratios[:1]})  # warm the workers' imports
+        start = time.perf_counter()
+        par = sensitivity(model, executor=client, **kw)
+        return par, time.perf_counter() - start
+
+
+def _dask_throughput(quick: bool) -> list[dict]:
     from jupyter_compress.examples.digits import digits_data, evaluate, train_digits_cnn
 
     model, _, _ = train_digits_cnn()
@@ -79,12 +89,13 @@ def _dask_throughput(quick: bool) -> list[dict]:
     start = time.perf_counter()
     seq = sensitivity(model, **kw)
     t_seq = time.perf_counter() - start
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        sensitivity(model, executor=client, **{**kw, "ratios": ratios[:1]})  # warm the workers' imports
-        start = time.perf_counter()
-        par = sensitivity(model, executor=client, **kw)
-        t_par = time.perf_counter() - start
+    logger = logging.getLogger("distributed")  # its INFO lines (a traceback at shutdown among them) are noise here
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        par, t_par = _dask_sweep(model, kw, ratios)
+    finally:
+        logger.setLevel(level)
     assert [p["metric"] for p in seq.points] == [p["metric"] for p in par.points]
     n = len(seq.points)
     return [{"name": f"sensitivity sweep, {n} points, digits CNN", "figure": "throughput Dask 2 workers / 1",

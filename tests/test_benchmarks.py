@@ -137,3 +137,13 @@ def test_only_selects_modules_and_rejects_unknown_names():
     assert bench._select([]) == bench.REGISTRY
     with pytest.raises(SystemExit, match="unknown module nope; choose from"):
         bench._select(["nope"])
+
+
+def test_others_busy_reads_the_machine():
+    from benchmarks import others_busy
+
+    busy = others_busy(0.05)
+    if not os.path.exists("/proc/stat"):
+        assert busy is None
+    else:  # CPUs busy over 50 ms: between none and every CPU (with a little clock-tick slack)
+        assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5
