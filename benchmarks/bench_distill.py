@@ -10,7 +10,7 @@ import torch
 from jupyter_compress import StructuredPruneConfig, accuracy, compress, count_params, distill, make_student
 from jupyter_compress.examples.digits import DigitsCNN, digits_data, train_digits_cnn
 
-from .timing import paired_speedup, speedup_note
+from .timing import all_of, at_least, at_most, paired_speedup, speedup_note
 
 STUDENT_WIDTH = 2  # DigitsCNN(2): 758 parameters against the quickstart's 10,026
 STUDENT_EPOCHS, STUDENT_LR = 30, 1e-2
@@ -40,11 +40,13 @@ def _small_student(teacher, data, seeds) -> list[dict]:
     name = f"digits student {ratio:.1f}x fewer params, {len(seeds)} seeds"
     return [
         {"name": name, "figure": "accuracy kept (KD)", "baseline": f"teacher {base:.4f}",
-         "value": f"{kept:.3f}", "note": f"distilled {_spread(kd)} (target >= 0.97 of teacher); "
-                                         f"{STUDENT_EPOCHS} epochs, T=4, alpha=0.5"},
+         "value": f"{kept:.3f}",
+         **all_of(at_least(kept, 0.97, ">= 0.97"), at_least(ratio, 10, f"params >= 10x fewer ({ratio:.1f}x)")),
+         "note": f"distilled {_spread(kd)} (mean +/- sd); {STUDENT_EPOCHS} epochs, T=4, alpha=0.5"},
         {"name": name, "figure": "KD - labels only", "baseline": f"labels {_spread(labels)}",
          "value": f"{statistics.mean(kd) - statistics.mean(labels):+.4f}",
-         "note": f"KD {_spread(kd)}; same epochs, lr, data order (target >= 0)"},
+         **at_least(statistics.mean(kd) - statistics.mean(labels), 0.0, ">= 0 (KD at least as good)"),
+         "note": f"KD {_spread(kd)}; same epochs, lr, data order"},
     ]
 
 
@@ -60,20 +62,20 @@ def _recovery(teacher, data, seeds, epochs: int = 3) -> dict:
     gap = base - statistics.mean(recovered)
     return {"name": f"digits CNN structured 70% + {epochs} epochs KD, {len(seeds)} seeds", "figure": "accuracy gap",
             "baseline": f"dense {base:.4f}", "value": f"{100 * gap:.2f} points",
+            **at_most(100 * gap, 1.0, f"<= 1 point in {epochs} epochs"),
             "note": f"pruned {dropped:.4f} -> recovered {_spread(recovered)}; params "
-                    f"{count_params(teacher) / count_params(pruned):.2f}x fewer (target gap <= 1 point)"}
+                    f"{count_params(teacher) / count_params(pruned):.2f}x fewer"}
 
 
 def _minilm(quick: bool) -> list[dict]:
     try:
         from jupyter_compress.examples.minilm import corpus, cosine, embed, features, load_minilm
-    except ImportError:
-        return []
-    try:
+
         teacher = load_minilm()
-    except ImportError:
-        return []
-    n_train, epochs = (128, 2) if quick else (1000, 3)
+    except ImportError as exc:  # the digits rows above still count; this one says why it is missing
+        return [{"name": "MiniLM 3 of 6 layers (not run)", "figure": "held-out cosine", "baseline": "-",
+                 "value": "error", "target": ">= 0.9 (mean)", "status": "error", "note": str(exc)[:200]}]
+    n_train, epochs = (64, 1) if quick else (1000, 3)
     train, held = corpus(n_train), corpus(100, offset=1000)
     student = make_student(teacher, "shallow")  # 3 of the 6 layers, initialised from the teacher's
     ref = embed(teacher, held)
@@ -86,7 +88,8 @@ def _minilm(quick: bool) -> list[dict]:
     return [
         {"name": f"MiniLM 3 of 6 layers, KD on {n_train} sentences x {epochs} epochs", "figure": "held-out cosine",
          "baseline": f"undistilled {start_cos:.3f}", "value": f"{float(cos.mean()):.3f}",
-         "note": f"min {float(cos.min()):.3f} over 100 held-out sentences (target mean >= 0.9); "
+         **at_least(float(cos.mean()), 0.9, ">= 0.9 (mean)"),
+         "note": f"min {float(cos.min()):.3f} over 100 held-out sentences; "
                  f"{report.timings['distill s']:.0f} s of training"},
         {"name": "MiniLM 3 of 6 layers, batch 16", "figure": "latency speedup",
          "baseline": f"6 layers {r['baseline_ms']:.0f} ms", "value": f"{r['speedup']:.2f}x",
@@ -95,7 +98,7 @@ def _minilm(quick: bool) -> list[dict]:
 
 
 def rows(quick: bool) -> list[dict]:
-    seeds = range(2) if quick else range(5)
+    seeds = range(1) if quick else range(5)
     teacher, _, _ = train_digits_cnn()
     data = digits_data(0)
     return _small_student(teacher, data, seeds) + [_recovery(teacher, data, seeds)] + _minilm(quick)

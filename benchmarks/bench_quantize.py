@@ -23,9 +23,10 @@ from jupyter_compress import (
     measure_latency,
 )
 
-from .timing import paired_speedup, rounds_repeats, speedup_note
+from .timing import at_least, at_most, paired_speedup, rounds_repeats, speedup_note
 
 BATCH, SENTENCES = 32, 100
+PRESET = "MiniLM int8 preset (quantize.dynamic, auto)"
 
 
 def _linear_bytes(model: nn.Module) -> int:
@@ -93,7 +94,7 @@ def minilm_rows(quick: bool) -> list[dict]:
     from jupyter_compress.examples.minilm import corpus, cosine, embed, features, load_minilm
 
     model = load_minilm()
-    sentences = corpus(SENTENCES)
+    sentences = corpus(BATCH + 16 if quick else SENTENCES)
     feats = features(model, sentences[:BATCH])
     ref = embed(model, sentences, BATCH)
     timing = {"rounds": 5, "repeats": 1} if quick else {"rounds": 11, "repeats": 3}
@@ -102,9 +103,11 @@ def minilm_rows(quick: bool) -> list[dict]:
 
     timed: dict[str, nn.Module] = {}
     notes: dict[str, str] = {}
+    measured: dict[str, tuple[float, float | None]] = {}
 
     def row(name: str, candidate: nn.Module, linear_ratio: float | None, note: str = "", timed_row: bool = True):
         cos = float(cosine(ref, embed(candidate, sentences, BATCH)).mean())
+        measured[name] = (cos, linear_ratio)
         text = f"cosine {cos:.4f}" + (f", Linear bytes {linear_ratio:.2f}x smaller" if linear_ratio else "")
         notes[name] = text + (f"; {note}" if note else "")
         if timed_row:
@@ -115,9 +118,9 @@ def minilm_rows(quick: bool) -> list[dict]:
 
     start = time.perf_counter()
     preset, report = compress(model, DynamicQuantConfig(compare_routes=False), data=(dict(feats),))
-    before, after = _report_linear_bytes(report)
+    preset_before, preset_after = _report_linear_bytes(report)
     route = "onnxruntime" if any(r.detail.get("backend") == "onnxruntime" for r in report.rows) else "torch"
-    row("MiniLM int8 preset (quantize.dynamic, auto)", preset, before / after,
+    row(PRESET, preset, preset_before / preset_after,
         f"route {route}, compress {time.perf_counter() - start:.0f} s; encode() works: "
         f"{preset.encode(sentences[:2]).shape}")
     row("MiniLM torch.ao dynamic, per-tensor (plain)", _torch_ao(model, False), None)
@@ -134,13 +137,22 @@ def minilm_rows(quick: bool) -> list[dict]:
         small, rep = compress(model, WeightOnlyConfig(bits=bits, group_size=group))
         before, after = _report_linear_bytes(rep)
         row(f"MiniLM weight-only int{bits}, group {group}", small, before / after,
-            "dequantized per call: no speedup", timed_row=False)
+            "report only; dequantized per call: no speedup", timed_row=False)
     speed = interleaved_speedups(model, timed, (dict(feats),), **timing)
     timed_rows = [{"name": name, "figure": "speedup vs PyTorch fp32, batch 32",
                    "baseline": f"fp32 {r['baseline_ms']:.0f} ms", "value": f"{r['speedup']:.2f}x",
+                   **(at_least(r["speedup"], 1.5, ">= 1.5x") if name == PRESET else {}),
                    "note": f"{notes[name]}; {speedup_note(r)}"} for name, r in speed.items()]
+    cos, linear_ratio = measured[PRESET]
+    preset_rows = [
+        {"name": PRESET, "figure": f"mean cosine to fp32, {len(sentences)} sentences", "baseline": "fp32 1.0000",
+         "value": f"{cos:.4f}", **at_least(cos, 0.99, ">= 0.99"), "note": "same model as the speedup row"},
+        {"name": PRESET, "figure": "Linear bytes ratio", "baseline": f"fp32 {preset_before / 2**20:.1f} MiB",
+         "value": f"{linear_ratio:.2f}x", **at_least(linear_ratio, 3.5, ">= 3.5x"),
+         "note": "weights + biases (+ scales) of the Linear layers"},
+    ]
     assert fp32_linear > 0
-    return timed_rows + out
+    return timed_rows[:1] + preset_rows + timed_rows[1:] + out
 
 
 def digits_rows(quick: bool) -> list[dict]:
@@ -150,9 +162,10 @@ def digits_rows(quick: bool) -> list[dict]:
     X_cal = digits_data()[0][:512]
     small, report = compress(model, StaticQuantConfig(), data=list(X_cal.split(64)))
     acc0, acc1 = accuracy(model, X_test, y_test), accuracy(small, X_test, y_test)
-    out = [{"name": "Digits CNN static int8 (histogram, fused)", "figure": "accuracy",
-            "baseline": f"fp32 {100 * acc0:.2f}%", "value": f"{100 * acc1:.2f}%",
-            "note": f"{100 * (acc1 - acc0):+.2f} pt; bytes {report.model_bytes_before / report.model_bytes_after:.2f}x"
+    drop = 100 * (acc0 - acc1)
+    out = [{"name": "Digits CNN static int8 (histogram, fused)", "figure": "accuracy drop (points)",
+            "baseline": f"fp32 {100 * acc0:.2f}%", "value": f"{drop:+.2f}", **at_most(drop, 0.5, "<= 0.5 point"),
+            "note": f"int8 {100 * acc1:.2f}%; bytes {report.model_bytes_before / report.model_bytes_after:.2f}x"
                     " smaller"}]
     for batch in (1, 64):
         r = paired_speedup(model, small, X_test[:batch], **rounds_repeats(quick))

@@ -4,6 +4,7 @@ and MiniLM auto vs the best single method at the same cosine budget."""
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 import time
 
@@ -13,6 +14,8 @@ from jupyter_compress.strategy._measure import Scorer
 from jupyter_compress.strategy._search import options_from, plan_of
 from jupyter_compress.strategy.auto import auto
 from jupyter_compress.strategy.sensitivity import measure_plan, sensitivity
+
+from .timing import at_most, skipped
 
 MAX_DROP = 0.01
 
@@ -54,14 +57,28 @@ def _digits_grid(quick: bool) -> list[dict]:
         if rec["drop"] <= MAX_DROP and (best is None or rec["storage_after"] < best):
             best = rec["storage_after"]
     found = min(t["storage_bytes"] for t in res.trials if t["feasible"])
-    return [{"name": f"digits CNN auto vs exhaustive ({combos} plans, drop <= {MAX_DROP})",
-             "figure": "stored size auto / best", "baseline": f"{best:,} B", "value": f"{found / best:.3f}",
-             "note": f"auto used {auto_evals} evaluations = {auto_evals / (combos + 1):.0%} of exhaustive"}]
+    name = f"digits CNN auto vs exhaustive ({combos} plans, drop <= {MAX_DROP})"
+    share = auto_evals / (combos + 1)  # the exhaustive search also evaluates the baseline once
+    return [{"name": name, "figure": "stored size auto / best", "baseline": f"{best:,} B",
+             "value": f"{found / best:.3f}", **at_most(found / best, 1.05, "<= 1.05 (within 5%)"),
+             "note": f"auto's smallest feasible plan {found:,} B"},
+            {"name": name, "figure": "evaluations auto / exhaustive", "baseline": f"{combos + 1} evaluations",
+             "value": f"{share:.2f}", **at_most(share, 0.25, "<= 0.25"),
+             "note": f"auto used {auto_evals}, baselines included"}]
+
+
+def _dask_sweep(model, kw: dict, ratios: tuple) -> tuple:
+    import distributed
+
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        sensitivity(model, executor=client, **{**kw, "ratios": ratios[:1]})  # warm the workers' imports
+        start = time.perf_counter()
+        par = sensitivity(model, executor=client, **kw)
+        return par, time.perf_counter() - start
 
 
 def _dask_throughput(quick: bool) -> list[dict]:
-    import distributed
-
     from jupyter_compress.examples.digits import digits_data, evaluate, train_digits_cnn
 
     model, _, _ = train_digits_cnn()
@@ -72,17 +89,19 @@ def _dask_throughput(quick: bool) -> list[dict]:
     start = time.perf_counter()
     seq = sensitivity(model, **kw)
     t_seq = time.perf_counter() - start
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        sensitivity(model, executor=client, **{**kw, "ratios": ratios[:1]})  # warm the workers' imports
-        start = time.perf_counter()
-        par = sensitivity(model, executor=client, **kw)
-        t_par = time.perf_counter() - start
+    logger = logging.getLogger("distributed")  # its INFO lines (a traceback at shutdown among them) are noise here
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        par, t_par = _dask_sweep(model, kw, ratios)
+    finally:
+        logger.setLevel(level)
     assert [p["metric"] for p in seq.points] == [p["metric"] for p in par.points]
     n = len(seq.points)
     return [{"name": f"sensitivity sweep, {n} points, digits CNN", "figure": "throughput Dask 2 workers / 1",
              "baseline": f"{n / t_seq:.1f} pts/s", "value": f"{t_seq / t_par:.2f}x",
-             "note": f"{n / t_par:.1f} pts/s on a local cluster (started beforehand); same numbers"}]
+             "note": f"{n / t_par:.1f} pts/s on a local cluster (started beforehand); same numbers; report only "
+                     f"(issue 12 expects ~1.5x on an idle 2-core machine)"}]
 
 
 def _minilm(quick: bool) -> list[dict]:
@@ -125,4 +144,6 @@ def _minilm(quick: bool) -> list[dict]:
 
 
 def rows(quick: bool) -> list[dict]:
-    return _digits_grid(quick) + _dask_throughput(quick) + _minilm(quick)
+    minilm = [skipped("MiniLM auto (cosine drop <= 0.01) vs best single method", "stored size single / auto")] \
+        if quick else _minilm(quick)
+    return _digits_grid(quick) + _dask_throughput(quick) + minilm

@@ -8,7 +8,32 @@ from torch import nn
 
 from jupyter_compress import measure_latency
 
-COLUMNS = ("name", "figure", "baseline", "value", "note")
+__all__ = ["COLUMNS", "REPORT", "at_least", "at_most", "all_of", "skipped", "paired_speedup", "speedup_note",
+           "rounds_repeats"]
+
+COLUMNS = ("name", "figure", "baseline", "value", "target", "status", "note")
+REPORT = {"target": "-", "status": "-"}  # a row that only reports: its issue sets no target for it
+
+
+def at_least(value: float, bound: float, text: str | None = None) -> dict:
+    """The ``target`` and ``status`` keys of a row whose measured ``value`` must be ``>= bound``."""
+    return {"target": text or f">= {bound:g}", "status": "pass" if value >= bound else "short"}
+
+
+def at_most(value: float, bound: float, text: str | None = None) -> dict:
+    """The ``target`` and ``status`` keys of a row whose measured ``value`` must be ``<= bound``."""
+    return {"target": text or f"<= {bound:g}", "status": "pass" if value <= bound else "short"}
+
+
+def all_of(*checks: dict) -> dict:
+    """Several targets on one row: it passes only when every one does."""
+    return {"target": " and ".join(c["target"] for c in checks),
+            "status": "pass" if all(c["status"] == "pass" for c in checks) else "short"}
+
+
+def skipped(name: str, figure: str, why: str = "skipped in --quick") -> dict:
+    """A row the quick mode does not measure (its full-mode run does)."""
+    return {"name": name, "figure": figure, "baseline": "-", "value": why, **REPORT, "note": "run without --quick"}
 
 
 def paired_speedup(baseline: nn.Module, candidate: nn.Module, x, *, rounds: int, repeats: int) -> dict:
