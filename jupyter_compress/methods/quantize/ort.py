@@ -99,13 +99,18 @@ class OrtModule(nn.Module):
         for key, value in carried.items():  # e.g. a Hugging Face `config` that callers read
             object.__setattr__(self, key, value)
         self._session = None
+        self._session_threads = None
 
     def session(self):
-        if self._session is None:
+        threads = torch.get_num_threads()
+        if self._session is None or self._session_threads != threads:
+            # rebuilt when torch's thread count changes: a session made while compression math ran pinned to
+            # one thread (core.metrics.single_thread) would otherwise stay single-threaded for good
             import onnxruntime as ort
 
+            self._session_threads = threads
             options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()  # same threads as torch: a fair comparison
+            options.intra_op_num_threads = threads  # same threads as torch: a fair comparison
             options.inter_op_num_threads = 1
             self._session = ort.InferenceSession(self.onnx_model.numpy().tobytes(), options,
                                                  providers=["CPUExecutionProvider"])
