@@ -134,3 +134,14 @@ def test_svd_rank_that_saves_nothing_is_skipped_not_grown():
     head = next(r for r in report.rows if r.name == "head")
     assert head.skipped and "would not reduce parameters" in head.skipped
     assert head.params_after == head.params_before
+
+
+def test_svd_rows_count_nonzeros_of_the_current_weights_even_when_cached():
+    # the old layer's non-zero count is cached per weight content: a change to the weights must be seen
+    model, _ = make("mlp")
+    _, first = jc.compress(model, jc.SVDConfig(rank=0.5))
+    with torch.no_grad():
+        model.fc1.weight[:10] = 0  # an in-place edit: new content, new digest
+    _, second = jc.compress(model, jc.SVDConfig(rank=0.5))
+    rows = {r.name: r for r in second.rows}
+    assert rows["fc1"].nonzeros_before == jc.count_nonzero(model.fc1) == first.rows[0].nonzeros_before - 10 * 32

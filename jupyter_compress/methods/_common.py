@@ -14,8 +14,13 @@ def describe_module(module: nn.Module) -> str:
     return type(module).__name__
 
 
-def layer_row(name: str, method: str, old: nn.Module, new: nn.Module | None, **extra) -> LayerRow:
-    """A report row comparing a layer before and after (``new=None`` for a skipped layer)."""
+def layer_row(name: str, method: str, old: nn.Module, new: nn.Module | None, *,
+              nonzeros_before: int | None = None, **extra) -> LayerRow:
+    """A report row comparing a layer before and after (``new=None`` for a skipped layer).
+
+    ``nonzeros_before``: the old layer's non-zero count when the caller has it already (e.g. cached
+    per weight version), since counting is the costliest part of a row.
+    """
     after = old if new is None else new
     return LayerRow(
         name=name,
@@ -24,7 +29,7 @@ def layer_row(name: str, method: str, old: nn.Module, new: nn.Module | None, **e
         new_type=describe_module(after),
         params_before=count_params(old),
         params_after=count_params(after),
-        nonzeros_before=count_nonzero(old),
+        nonzeros_before=count_nonzero(old) if nonzeros_before is None else nonzeros_before,
         nonzeros_after=count_nonzero(after),
         bytes_before=model_bytes(old),
         bytes_after=model_bytes(after),

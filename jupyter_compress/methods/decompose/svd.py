@@ -142,7 +142,11 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
         else:
             error = _tail_error(s, rank)
         detail = {"rank": rank, "max_rank": max_rank, "rule": str(config.rank), "solver": config.solver}
-        rows.append(layer_row(name, "svd", old, new, error=error, detail=detail))
+        # the old layer's count is cached with its factors (same weight digest): re-ranking does not recount it
+        weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)))
+        bias_nz = 0 if old.bias is None else int(torch.count_nonzero(old.bias))
+        rows.append(layer_row(name, "svd", old, new, error=error, detail=detail,
+                              nonzeros_before=weight_nz + bias_nz))
         replacements[name] = new
     notes = ["SVD replaces each layer by two smaller ones: parameters and multiply-adds fall by the same "
              "ratio; whether latency follows depends on the layer size and batch (see benchmarks)."]
