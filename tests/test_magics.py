@@ -118,7 +118,7 @@ def test_cell_magic_takes_a_yaml_plan(shell, ns):
         ("%compress model --prune half", "amount 'half' is not a number"),
         ("%compress model --prune 150%", "must be a float in [0, 1). Got 1.5 instead"),
         ("%compress model --svd 0", "--svd 0: The 'rank' parameter of SVDConfig must be an int >= 1"),
-        ("%compress model --tucker 0.5", "matches no layer"),
+        ("%compress model --tucker 0.5", "This model has no layer tucker can handle (Conv2d); its layers with weights are: Linear"),
         ("%compress model --prune 0.5 --data nowhere", "data 'nowhere' is not defined"),
         ("%compress model --svd 40", "larger than layer '0' (Linear 32 -> 64) allows: at most 32"),
         ("%compress model --prune 0.5 --layers fc9", "The model has no layer named 'fc9'"),

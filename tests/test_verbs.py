@@ -128,3 +128,12 @@ def test_report_renders_text_html_and_json():
     again = jc.Report.from_dict(json.loads(json.dumps(data)))
     assert again.to_text() == report.to_text()
     assert data["totals"] == report.totals
+
+
+def test_example_inputs_the_model_cannot_take_are_one_line_and_change_nothing():
+
+    model, x = make("transformer")  # token ids; floats cannot index its Embedding
+    before = jc.state_dict_hash(model)
+    with pytest.raises(jc.CompressError, match="does not run on the example inputs") as info:
+        jc.compress_(model, jc.PruneConfig(amount=0.5), example_inputs=torch.randn(2, 3))
+    assert "\n" not in str(info.value) and jc.state_dict_hash(model) == before

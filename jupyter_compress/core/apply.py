@@ -99,6 +99,17 @@ def _original_of(model: nn.Module, reference: nn.Module, swaps: list[tuple[str, 
     return original
 
 
+def _check_example(model: nn.Module, example_inputs: Any) -> Any:
+    """The model's output on ``example_inputs``; inputs it cannot take are a one-line error, before any change."""
+    try:
+        with eval_mode(model), torch.inference_mode():
+            return call_model(model, example_inputs)
+    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"The model does not run on the example inputs ({type(exc).__name__}: {first[:200]}); "
+                            f"pass inputs shaped like the model's real input.") from None
+
+
 def _run(
     model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any,
     on_step: Callable[[int, int, str], Any] | None = None,
@@ -151,8 +162,7 @@ def _compress_into(
     if eval is not None:
         metrics_before = _as_metrics(eval(reference))
     if example_inputs is not None and measure:
-        with eval_mode(reference), torch.inference_mode():
-            reference_out = call_model(reference, example_inputs)
+        reference_out = _check_example(reference, example_inputs)
         metrics_before["latency_ms"] = measure_latency(reference, example_inputs, max_time_s=2.0).median_ms
 
     swaps: list[tuple[str, nn.Module]] = []

@@ -146,9 +146,17 @@ class Selector:
             if isinstance(modules[n], supported) and isinstance(modules[n], type_filter) and wanted(n)
         ]
         if not picked:
+            handles = ", ".join(t.__name__ for t in supported)
+            if not any(isinstance(m, supported) for m in modules.values()):
+                # not a selection mistake: the model has nothing this method works on; say what it has
+                kinds = sorted({type(m).__name__ for m in modules.values()
+                                if any(True for _ in m.parameters(recurse=False))})
+                raise SelectorError(f"This model has no layer {method} can handle ({handles}); its layers with "
+                                    f"weights are: {', '.join(kinds) or 'none'}. Choose a method for those layers "
+                                    f"(%compress_methods lists them).")
             raise SelectorError(
                 f"The selector {self.describe()} matches no layer that {method} can handle "
-                f"({', '.join(t.__name__ for t in supported)}); check the names with model.named_modules()."
+                f"({handles}); check the names with model.named_modules()."
             )
         return picked
 
