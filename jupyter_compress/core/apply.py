@@ -19,6 +19,18 @@ import torch
 from torch import nn
 
 from ..errors import CompressError, NothingToRevertError, PlanError, StoppedError
+from .coverage import larger_note, left_alone_note
+from .inputs import (
+    ACCEPTED_FORMS,
+    INPUT_ERRORS,
+    InputsError,
+    attach_tokenizer,
+    auto_example,
+    first_line,
+    given_tokenizer,
+    prepare_data,
+    prepare_inputs,
+)
 from .metrics import (
     call_model,
     count_nonzero,
@@ -33,6 +45,7 @@ from .metrics import (
 from .plan import Plan, current_versions
 from .registry import get_method
 from .report import Report
+from .ties import keep_ties
 
 __all__ = ["compress", "compress_", "revert_", "preview", "Context", "applied_plans"]
 
@@ -73,6 +86,15 @@ def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
         _swap(model, name, old)
 
 
+def _mark_untouched(rows: list, names: list[str]) -> None:
+    for r in rows:
+        if r.name in names:
+            r.skipped = "its weight is tied to another layer's; compressing it would untie them"
+            r.new_type, r.error = r.layer_type, None
+            r.params_after, r.nonzeros_after, r.bytes_after = r.params_before, r.nonzeros_before, r.bytes_before
+            r.sparse_bytes = r.sparse_encoding = None
+
+
 def _stats(model: nn.Module) -> tuple[int, int, int]:
     return count_params(model), count_nonzero(model), model_bytes(model)
 
@@ -99,15 +121,37 @@ def _original_of(model: nn.Module, reference: nn.Module, swaps: list[tuple[str, 
     return original
 
 
-def _check_example(model: nn.Module, example_inputs: Any) -> Any:
+def _check_example(model: nn.Module, example_inputs: Any, built: str | None = None) -> Any:
     """The model's output on ``example_inputs``; inputs it cannot take are a one-line error, before any change."""
     try:
         with eval_mode(model), torch.inference_mode():
             return call_model(model, example_inputs)
-    except (RuntimeError, TypeError, ValueError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompressError(f"The model does not run on the example inputs ({type(exc).__name__}: {first[:200]}); "
-                            f"pass inputs shaped like the model's real input.") from None
+    except INPUT_ERRORS as exc:
+        what = f"example inputs built from {built}" if built else f"example inputs ({_describe(example_inputs)})"
+        raise InputsError(f"The model does not run on the {what} ({first_line(exc)}); pass example_inputs= as "
+                          f"{ACCEPTED_FORMS}, shaped like the model's real input.") from None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if hasattr(value, "keys") and hasattr(value, "items"):
+        return f"a {type(value).__name__} with keys {', '.join(map(str, list(value.keys())[:6]))}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} {'/'.join(sorted({type(v).__name__ for v in value}))}"
+    return f"a {type(value).__name__}"
+
+
+def _check_runs(model: nn.Module, example_inputs: Any, names: list[str]) -> Any:
+    """Run the compressed model once: a replaced layer that code around it cannot use (a parent reading
+    ``.weight``, a shape the next layer does not take) fails here, not later in the user's hands."""
+    try:
+        with eval_mode(model), torch.inference_mode():
+            return call_model(model, example_inputs)
+    except INPUT_ERRORS as exc:
+        changed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise CompressError(f"The compressed model does not run ({first_line(exc)}); nothing was changed. "
+                            f"Exclude the layers around the failure from the plan (changed: {changed}).") from None
 
 
 def _run(
@@ -132,6 +176,9 @@ def _run(
                           step_index=index, original=_original_of(model, reference or model, swaps))
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
+            dropped, tie_notes = keep_ties(model, result.replacements, method.name)
+            _mark_untouched(result.rows, dropped)
+            result.notes = list(result.notes) + tie_notes
             for name, new in result.replacements.items():
                 old = model.get_submodule(name)
                 new.train(old.training)
@@ -157,13 +204,30 @@ def _compress_into(
     if not plan.steps:
         raise PlanError("The plan has no steps; add at least one, e.g. Plan.of(PruneConfig(amount=0.5)).")
     before = _stats(target)
+    # inputs in the forms users have them: sentences are tokenized once, here
+    example_inputs = prepare_inputs(reference, example_inputs)
+    data = prepare_data(reference, data)
+    built, check_inputs, input_notes = None, example_inputs, []
+    if example_inputs is None:
+        found = auto_example(reference, data)
+        if found is not None:
+            check_inputs, built = found
+            try:
+                _check_example(reference, check_inputs, built)
+            except InputsError:
+                check_inputs = built = None  # an example we guessed and the model refuses: no check, no guess
+        if built is not None and not built.startswith("the first batch"):
+            example_inputs = check_inputs  # methods and measurements use it as if the user had passed it
+            input_notes.append(f"No example inputs were given: built {built} (pass example_inputs= to choose).")
     metrics_before: dict[str, Any] = {}
     reference_out = None
     if eval is not None:
         metrics_before = _as_metrics(eval(reference))
     if example_inputs is not None and measure:
-        reference_out = _check_example(reference, example_inputs)
+        reference_out = _check_example(reference, example_inputs, built)
         metrics_before["latency_ms"] = measure_latency(reference, example_inputs, max_time_s=2.0).median_ms
+    elif example_inputs is not None and built is None:
+        _check_example(reference, example_inputs)
 
     swaps: list[tuple[str, nn.Module]] = []
     start = time.perf_counter()
@@ -176,6 +240,8 @@ def _compress_into(
 
     metrics_after: dict[str, Any] = {}
     try:
+        if check_inputs is not None:
+            _check_runs(target, check_inputs, [name for name, _ in swaps])
         if eval is not None:
             metrics_after = _as_metrics(eval(target))
         if example_inputs is not None and measure:
@@ -186,11 +252,17 @@ def _compress_into(
                 metrics_after["output_rel_error"] = relative_error(ref_t, out_t)
             metrics_after["latency_ms"] = measure_latency(target, example_inputs, max_time_s=2.0).median_ms
     except BaseException:
-        if inplace:
-            _rollback(target, swaps)
+        _rollback(target, swaps)  # a copy (compress) is rolled back too: the caller never sees it
         raise
 
     after = _stats(target)
+    methods = list(dict.fromkeys(get_method(step.method) for step in plan.steps))
+    left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
+                           ", ".join(m.name for m in methods))
+    notes = input_notes + notes + ([left] if left else [])
+    larger = larger_note(before, after, [(name, old, target.get_submodule(name)) for name, old in swaps])
+    if larger:
+        notes.insert(0, larger)
     if inplace:
         _UNDO.setdefault(target, []).append(swaps)
     ran = dataclasses.replace(plan, versions=current_versions())
@@ -226,6 +298,7 @@ def compress(
     data: Any = None,
     measure: bool = True,
     on_step: Callable[[int, int, str], Any] | None = None,
+    tokenizer: Any = None,
 ) -> tuple[nn.Module, Report]:
     """Compress a copy of ``model`` by ``plan``; return ``(new_model, report)``.
 
@@ -241,6 +314,7 @@ def compress(
     """
     _check_model(model)
     plan = Plan.coerce(plan)
+    attach_tokenizer(model, tokenizer)
     try:
         new = copy.deepcopy(model)
     except Exception as exc:  # some custom modules hold handles that cannot be copied
@@ -248,16 +322,19 @@ def compress(
             f"Could not copy the model ({type(exc).__name__}: {exc}); use compress_(model, plan) to work in place."
         ) from exc
     _APPLIED[new] = list(_APPLIED.get(model, []))
+    attach_tokenizer(new, given_tokenizer(model))
     report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data,
                             measure=measure, on_step=on_step)
     return new, report
 
 
-def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None) -> Report:
+def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None,
+            tokenizer: Any = None) -> Report:
     """What ``plan`` would do, layer by layer (counts, coupled layers, skipped layers and why), without
     changing ``model``: the plan runs on a copy, with no evaluation and no timing, and the copy is dropped."""
     _check_model(model)
     plan = Plan.coerce(plan)
+    attach_tokenizer(model, tokenizer)
     new = copy.deepcopy(model)
     report = _compress_into(new, model, plan, inplace=False, eval=None, example_inputs=example_inputs,
                             data=data, measure=False)
@@ -275,6 +352,7 @@ def compress_(
     data: Any = None,
     measure: bool = True,
     on_step: Callable[[int, int, str], Any] | None = None,
+    tokenizer: Any = None,
 ) -> Report:
     """Compress ``model`` in place; transactional (a failure leaves it bit-identical).
 
@@ -283,6 +361,7 @@ def compress_(
     """
     _check_model(model)
     plan = Plan.coerce(plan)
+    attach_tokenizer(model, tokenizer)
     # "before" metrics are measured on the model before any layer is swapped, so no copy is needed.
     return _compress_into(model, model, plan, inplace=True, eval=eval, example_inputs=example_inputs, data=data,
                           measure=measure, on_step=on_step)

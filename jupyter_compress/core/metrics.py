@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .inputs import call_model
+
 __all__ = [
     "count_params",
     "count_nonzero",
@@ -107,15 +109,6 @@ class Latency:
         return dataclasses.asdict(self)
 
 
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(**inputs)``, ``model(*inputs)`` or ``model(inputs)`` for a dict, tuple/list or tensor."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
-
-
 # Keys under which common model families return their main output (sentence-transformers, HF).
 _OUTPUT_KEYS = ("sentence_embedding", "logits", "last_hidden_state", "token_embeddings")
 
@@ -178,8 +171,8 @@ def measure_latency(
             times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-    first = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
-    batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+    first = primary_output(example_inputs)
+    batch = int(first.shape[0]) if first is not None and first.dim() > 0 else None
     return Latency(statistics.median(times), p95, times[0], len(times), batch)
 
 

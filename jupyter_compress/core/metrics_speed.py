@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ def batch_of(inputs: Any, batch_size: int) -> Any:
         reps = -(-batch_size // inputs.shape[0])
         tiled = inputs.repeat(reps, *([1] * (inputs.dim() - 1))) if reps > 1 else inputs
         return tiled[:batch_size]
-    if isinstance(inputs, dict):
+    if isinstance(inputs, Mapping):
         return {k: batch_of(v, batch_size) for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(batch_of(v, batch_size) for v in inputs)

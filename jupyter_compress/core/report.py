@@ -123,6 +123,17 @@ class Report:
         """Show ``fragment`` (e.g. a plot's HTML, see :mod:`jupyter_compress.plotting`) in the HTML view."""
         self.plots_html.append((title, fragment))
 
+    LARGER = "LARGER than the original"
+
+    @property
+    def headline(self) -> str | None:
+        """The first line of every view when the compressed model is larger than the original: by how much,
+        and why (the note the core wrote); None otherwise."""
+        if self.model_bytes_after <= self.model_bytes_before and self.model_params_after <= self.model_params_before:
+            return None
+        why = next((n for n in self.notes if n.startswith(self.LARGER)), self.LARGER + ".")
+        return "WARNING: " + why
+
     # -- totals ------------------------------------------------------------
     @property
     def totals(self) -> dict[str, int]:
@@ -147,6 +158,7 @@ class Report:
             data["plots_html"] = [[title, fragment] for title, fragment in self.plots_html]
         data["totals"] = self.totals
         data["passed"] = self.passed
+        data["headline"] = self.headline
         # the rendered summary travels with the data, so the JupyterLab renderer shows exactly these lines
         data["summary"] = [list(line) for line in self.summary()]
         return data
@@ -214,6 +226,8 @@ class Report:
 
     def to_text(self) -> str:
         out = ["jupyter_compress report" + (" (in place)" if self.inplace else ""), ""]
+        if self.headline:
+            out[1:1] = [self.headline]
         if self.passed is False:
             out[1:1] = ["WARNING: a threshold is crossed: " + "; ".join(
                 t["message"] for t in self.thresholds if t["ok"] is False)]
@@ -239,6 +253,8 @@ class Report:
         cell = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
         parts = [f'<div class="jupyter-compress-report"><b>jupyter_compress report</b>'
                  f'{" (in place)" if self.inplace else ""}',
+                 (f'<div style="background:#ffebe9;color:#cf222e;padding:4px;font-weight:bold">{esc(self.headline)}'
+                  '</div>' if self.headline else ""),
                  ('<div style="background:#ffebe9;color:#cf222e;padding:4px;font-weight:bold">WARNING: a threshold '
                   'is crossed</div>' if self.passed is False else ""),
                  f'<table style="{style}"><tr>'

@@ -13,13 +13,14 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..core.metrics import eval_mode, measure_latency
+from ..core.metrics import call_model, eval_mode, measure_latency
 from ..errors import CompressError
 
 __all__ = ["ExportResult", "export_onnx"]
@@ -65,14 +66,14 @@ class _Flat(nn.Module):
         self.model, self.keys = model, keys
 
     def forward(self, *tensors):
-        out = self.model(**dict(zip(self.keys, tensors))) if self.keys is not None else self.model(*tensors)
+        out = call_model(self.model, dict(zip(self.keys, tensors)) if self.keys is not None else tensors)
         return tuple(_flat_outputs(out))
 
 
 def _inputs(example_inputs: Any) -> tuple[tuple[torch.Tensor, ...], list[str] | None, list[str]]:
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), None, ["input"]
-    if isinstance(example_inputs, dict):
+    if isinstance(example_inputs, Mapping):
         keys = [k for k, v in example_inputs.items() if isinstance(v, torch.Tensor)]
         return tuple(example_inputs[k] for k in keys), keys, [str(k) for k in keys]
     if isinstance(example_inputs, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example_inputs):

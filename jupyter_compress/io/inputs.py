@@ -3,6 +3,7 @@ at load time without the user's data (tracing needs shapes, not values)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ def input_spec(value: Any) -> Any:
     """A JSON-able description of ``value``: tensors become {"shape", "dtype"}; containers recurse."""
     if isinstance(value, torch.Tensor):
         return {"tensor": list(value.shape), "dtype": str(value.dtype).removeprefix("torch.")}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {"dict": {str(k): input_spec(v) for k, v in value.items()}}
     if isinstance(value, (tuple, list)):
         return {"tuple": [input_spec(v) for v in value]}

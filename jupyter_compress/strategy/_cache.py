@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def _feed(h, value: Any, depth: int = 0) -> None:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
         _feed(h, torch.as_tensor(value), depth)
-    elif isinstance(value, dict):
+    elif isinstance(value, Mapping):
         for k in sorted(value, key=str):
             h.update(str(k).encode())
             _feed(h, value[k], depth + 1)

@@ -9,7 +9,7 @@ positive when the compressed model is worse whichever way the metric points.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ def storage_bytes(report) -> int:
 
 
 def _slice(inputs: Any, n: int) -> Any:
-    if isinstance(inputs, dict):
+    if isinstance(inputs, Mapping):
         return {k: _slice(v, n) for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(_slice(v, n) for v in inputs)

@@ -7,7 +7,7 @@ list of batches, None for a stream (a DataLoader may augment or reshuffle, so it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,10 +53,8 @@ def to_device(value: Any, device: torch.device, what: str = "The data") -> Any:
 
 
 def call(model: torch.nn.Module, inputs: Any) -> Any:
-    """Run ``model`` on a batch: a dict goes whole to an ``nn.Sequential`` (sentence-transformers take the
-    features dict as one argument), as keyword arguments to other models (Hugging Face)."""
-    if isinstance(model, torch.nn.Sequential) and isinstance(inputs, dict):
-        return model(inputs)
+    """Run ``model`` on a batch (``core.inputs.call_model``: a mapping goes whole to a forward that takes one
+    features argument, such as sentence-transformers', as keyword arguments to others, such as Hugging Face's)."""
     return call_model(model, inputs)
 
 
@@ -81,6 +79,8 @@ class Source:
                                          f"inputs and {len(self.y)} targets.")
         elif _is_array(data):
             self.X = _tensor(data)
+        elif isinstance(data, Mapping):  # one batch of named inputs (a tokenizer's output)
+            self.batches = [(data, None)]
         elif isinstance(data, Sequence):
             self.batches = list(iter_batches(data))
         else:

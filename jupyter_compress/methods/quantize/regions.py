@@ -14,6 +14,7 @@ from torch import nn
 
 from ...core.metrics import count_nonzero, count_params, model_bytes, relative_error
 from ...core.report import LayerRow
+from ...core.ties import tied_groups
 from ._common import output_error, sqnr_db
 from .ort import _flatten, export_quantized
 
@@ -24,6 +25,16 @@ class _Planner:
     def __init__(self, model: nn.Module, names: list[str]):
         self.model, self.names = model, names
         self.calls: dict[str, tuple[tuple, dict, Any]] = {}
+        self.ties = tied_groups(model)
+
+    def _tied_outside(self, path: str) -> bool:
+        """A parameter of ``path`` shared with a layer outside it (BERT's decoder = word embeddings): the
+        region would hold its own copy in the ONNX graph and untie it, so a smaller region is used."""
+        for group in self.ties:
+            inside = [m.startswith(path + ".") or m == path for m, _ in group]
+            if any(inside) and not all(inside):
+                return True
+        return False
 
     def regions(self) -> list[tuple[str | None, list[str]]]:
         """``(region, linears)`` pairs; ``region`` None means 'each Linear on its own (torch route)'."""
@@ -37,7 +48,8 @@ class _Planner:
 
     def _visit(self, path: str, group: list[str]) -> list[tuple[str | None, list[str]]]:
         module = self.model.get_submodule(path)
-        if path and path in self.calls and len(group) >= 2 and not isinstance(module, nn.Linear):
+        if (path and path in self.calls and len(group) >= 2 and not isinstance(module, nn.Linear)
+                and not self._tied_outside(path)):
             return [(path, group)]
         if group == [path]:
             return [(None, group)]
