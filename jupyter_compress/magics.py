@@ -18,6 +18,7 @@ from traitlets import Bool, Int, Unicode
 
 from . import __version__
 from .core.apply import compress, compress_
+from .core.inputs import attach_tokenizer, auto_example
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods
 from .core.selection import Selector
@@ -178,6 +179,8 @@ def build_parser() -> _Parser:
     p.add_argument("--calib", metavar="NAME", help="calibration inputs (used as --data when --data is not given)")
     p.add_argument("--example", metavar="INPUTS", help="example inputs (tensor name) for tracing, latency and "
                    "output error")
+    p.add_argument("--tokenizer", metavar="NAME", help="the model's tokenizer: a list of strings given as "
+                   "--example, --data or --calib is tokenized by it (sentence-transformers models bring theirs)")
     p.add_argument("--seed", type=int, default=None, help="seed for any random choice (default 0)")
     p.add_argument("--emit-config", dest="emit_config", action="store_true",
                    help="write the exact plan of this run as a %%%%compress cell below")
@@ -336,6 +339,11 @@ class CompressMagics(Magics):
         example = self._resolve(args.example, "example inputs", expression=True) if args.example else None
         data_name = args.data or args.calib
         data = self._resolve(data_name, "data", expression=True) if data_name else None
+        tokenizer = self._resolve(args.tokenizer, "tokenizer") if args.tokenizer else None
+        try:
+            attach_tokenizer(model, tokenizer)
+        except CompressError as exc:
+            raise UsageError(f"%compress: --tokenizer {args.tokenizer}: {exc}") from None
         if args.tune:
             return self._tune(args, model, eval_fn, data, example)
         if args.compare:
@@ -351,7 +359,7 @@ class CompressMagics(Magics):
                     plan = Plan(plan.steps, seed=args.seed, versions=plan.versions)
             else:
                 plan = self._plan_from_options(args)
-            self._check_needs(plan, example, data)
+            self._check_needs(plan, example, data, model)
             if inplace:
                 report = compress_(model, plan, eval=eval_fn, example_inputs=example, data=data)
                 bound = args.model
@@ -438,15 +446,17 @@ class CompressMagics(Magics):
             display(result.report)
 
     @staticmethod
-    def _check_needs(plan: Plan, example: Any, data: Any) -> None:
+    def _check_needs(plan: Plan, example: Any, data: Any, model: Any = None) -> None:
         for step in plan.steps:
             config = step.config
             if get_method(step.method).family == "distillation" and data is None:
                 raise UsageError(f"%compress: {step.method} trains on your data: add --data NAME ((X, y), X or a "
                                  f"DataLoader).")
-            if step.method == "prune.structured" and example is None:
+            if step.method == "prune.structured" and example is None and (model is None
+                                                                      or auto_example(model) is None):
                 raise UsageError("%compress: --structured traces the model and needs example inputs: add "
-                                 "--example X (a tensor or tuple in the notebook).")
+                                 "--example X (a tensor, a tuple, a dict or a tokenizer's output in the "
+                                 "notebook), or --tokenizer TOK for a text model.")
             wants_data = getattr(config, "criterion", None) == "taylor" or getattr(config, "importance", None) \
                 == "taylor"
             if wants_data and data is None:

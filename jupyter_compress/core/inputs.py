@@ -77,8 +77,10 @@ def find_tokenizer(model: nn.Module) -> Any:
     """The tokenizer that goes with ``model``: one given by the user, else sentence-transformers' own."""
     if model in _TOKENIZERS:
         return _TOKENIZERS[model]
-    if callable(getattr(type(model), "tokenize", None)) and hasattr(model, "tokenizer"):
-        return model.tokenize  # sentence-transformers: features its own modules expect
+    if hasattr(model, "tokenizer"):  # sentence-transformers: the features its own modules expect
+        for name in ("preprocess", "tokenize"):  # preprocess replaced tokenize in sentence-transformers 6
+            if callable(getattr(type(model), name, None)):
+                return getattr(model, name)
     return None
 
 
@@ -88,7 +90,7 @@ def tokenize(model: nn.Module, sentences: list[str]) -> Any:
         raise InputsError(f"The inputs are a list of {len(sentences)} strings, but {type(model).__name__} has no "
                           f"tokenizer: pass tokenizer=<your tokenizer>, or tokenize them yourself and pass the "
                           f"result.")
-    if getattr(tokenizer, "__name__", "") == "tokenize":  # sentence-transformers' model.tokenize
+    if getattr(tokenizer, "__name__", "") in ("preprocess", "tokenize"):  # sentence-transformers' own
         return tokenizer(list(sentences))
     encoded = tokenizer(list(sentences), padding=True, truncation=True, return_tensors="pt")
     accepted = _parameter_names(model)
@@ -133,7 +135,8 @@ def call_args(model: nn.Module, inputs: Any) -> tuple[tuple, dict]:
         inputs = tokenize(model, list(inputs))
     if isinstance(inputs, Mapping):
         if _mapping_is_one_argument(model, inputs):
-            return (inputs,), {}
+            # a copy: sentence-transformers' modules add their outputs to the features dict they are given
+            return (dict(inputs),), {}
         return (), {str(k): v for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
         return tuple(inputs), {}

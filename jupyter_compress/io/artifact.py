@@ -143,6 +143,17 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _resizable(model: nn.Module, key: str) -> bool:
+    """A buffer whose size the saved file decides (an ONNX Runtime region's graph: its bytes depend on the
+    export, not on the architecture), named in its module's ``resizable_buffers``."""
+    owner, _, leaf = key.rpartition(".")
+    try:
+        module = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return False
+    return leaf in getattr(module, "resizable_buffers", ())
+
+
 def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.PathLike, *,
          example_inputs: Any = None, data: Any = None, strict: bool = True) -> nn.Module:
     """Rebuild a saved model: a fresh model from ``model_factory`` (a callable, or a module that is
@@ -175,7 +186,8 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     if strict and (missing or extra):
         raise CompressError(f"{path}: the rebuilt model and the saved weights differ: missing "
                             f"{missing[:3]}, unexpected {extra[:3]}; is model_factory the same architecture?")
-    bad = [k for k in tensors if k in expected and tuple(expected[k].shape) != tuple(tensors[k].shape)]
+    bad = [k for k in tensors if k in expected and tuple(expected[k].shape) != tuple(tensors[k].shape)
+           and not _resizable(model, k)]
     if bad:
         k = bad[0]
         raise CompressError(f"{path}: '{k}' has shape {tuple(tensors[k].shape)} in the file but "
