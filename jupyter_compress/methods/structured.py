@@ -7,27 +7,46 @@ rather than writing our own tracer. What we add: counts per layer, per-layer rat
 ranking (``_groups``); whole heads for attention modules that declare them; and each group is pruned
 on a working copy and the model is run on the example inputs right after: a group whose removal breaks
 the forward pass is put back, skipped and named in the report, instead of crashing the whole run.
+
+Hugging Face models (``_hf_structured``): example inputs given as a dict / tokenizer output are traced as
+keyword arguments; GPT-2's ``Conv1D`` is prunable and its fused q/k/v loses whole heads; the hidden size and
+tied weights are left whole (only heads and MLP neurons go), so ``model(**inputs)`` and ``generate()`` still
+work and a tied ``lm_head`` stays tied.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, RatioMap, param
+from ..core.inputs import call_args, first_line
 from ..core.metrics import call_model, eval_mode, primary_output
 from ..core.registry import MethodResult, register_method
 from ..errors import CompressError, InvalidConfigError
 from ._common import layer_row
-from ._groups import attention_heads, block_scores, choose_global, n_remove, ratio_for
+from ._groups import block_scores, choose_global, n_remove, ratio_for
+from ._hf_structured import (
+    GroupHolds,
+    HFConv1D,
+    attention_roles,
+    customized_pruners,
+    fused_head_scores,
+    group_scores,
+    has_conv1d,
+    head_attributes_update,
+    prune_fused_heads,
+)
 from ._taylor import accumulate_grads
 
-__all__ = ["StructuredPruneConfig", "execution_order"]
+__all__ = ["StructuredPruneConfig", "execution_order", "build_graph"]
 
-ROOTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ROOTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, HFConv1D)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -59,7 +78,7 @@ def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> tuple[list
     reads_input: set[str] = set()
     flat = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     given = {id(t) for t in flat if isinstance(t, torch.Tensor)}
-    given |= {id(v) for t in flat if isinstance(t, dict) for v in t.values() if isinstance(v, torch.Tensor)}
+    given |= {id(v) for t in flat if isinstance(t, Mapping) for v in t.values() if isinstance(v, torch.Tensor)}
 
     def hook(module, inputs, output, name):
         if name not in order:
@@ -78,38 +97,73 @@ def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> tuple[list
     return order, reads_input
 
 
-def _first_error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
+def _trace_forward(model: nn.Module, inputs):
+    """``call_model`` for the tracer, with a Hugging Face model's key/value cache off: the cache concatenates
+    past and new keys, which is no part of the function being pruned (and Torch-Pruning cannot map it)."""
+    args, kwargs = call_args(model, inputs)
+    try:
+        accepts_cache = "use_cache" in inspect.signature(type(model).forward).parameters
+    except (TypeError, ValueError):
+        accepts_cache = False
+    if accepts_cache and "use_cache" not in kwargs:
+        kwargs["use_cache"] = False
+    return model(*args, **kwargs)
+
+
+def build_graph(net: nn.Module, example_inputs):
+    """Torch-Pruning's dependency graph of ``net`` traced on ``example_inputs`` in any accepted form (a tensor,
+    a tuple, a dict / tokenizer output as keyword arguments), with transformers' Conv1D as a prunable layer."""
+    import torch_pruning as tp
+
+    # the tracer needs autograd; eval mode so that tracing does not update BatchNorm statistics
+    with torch.enable_grad(), eval_mode(net):
+        return tp.DependencyGraph().build_dependency(net, example_inputs=example_inputs, forward_fn=_trace_forward,
+                                                     output_transform=primary_output,
+                                                     customized_pruners=customized_pruners(), verbose=False)
 
 
 def _build(net: nn.Module, example_inputs, ignored_names: set[str]):
-    import torch_pruning as tp
-
     ignored = [m for n, m in net.named_modules() if isinstance(m, ROOTS) and n in ignored_names]
-    # the tracer needs autograd; eval mode so that tracing does not update BatchNorm statistics
-    with torch.enable_grad(), eval_mode(net):
-        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        graph = tp.DependencyGraph().build_dependency(net, example_inputs=tuple(inputs), verbose=False,
-                                                      output_transform=primary_output)
-    return graph, ignored
+    return build_graph(net, example_inputs), ignored
+
+
+class _CallModel(nn.Module):
+    """Runs the wrapped model on a batch in any accepted form (a dict / tokenizer output as keyword arguments)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs):
+        return call_model(self.model, inputs[0] if len(inputs) == 1 else inputs)
 
 
 def _custom_layers(model: nn.Module) -> list[str]:
     """Modules of user-defined classes that hold parameters of their own (what a tracer cannot prune)."""
     return [n for n, m in model.named_modules()
-            if n and not type(m).__module__.startswith("torch") and any(True for _ in m.parameters(recurse=False))]
+            if n and not type(m).__module__.startswith("torch") and not isinstance(m, HFConv1D)
+            and any(True for _ in m.parameters(recurse=False))]
+
+
+def _failing_module(exc: BaseException, model: nn.Module) -> str | None:
+    """The name of the innermost module of ``model`` whose code was running when ``exc`` was raised."""
+    names = {id(m): n for n, m in model.named_modules() if n}
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        name = names.get(id(tb.tb_frame.f_locals.get("self")))
+        found = name or found
+        tb = tb.tb_next
+    return found
 
 
 def _trace(work: nn.Module, example_inputs, ignored_names: set[str]):
     try:
         return _build(work, example_inputs, ignored_names)
     except Exception as exc:  # a custom module or op the tracer cannot follow
-        custom = _custom_layers(work)
-        hint = (f"; the custom module '{custom[0]}' ({type(work.get_submodule(custom[0])).__name__}) is a likely "
-                f"cause: exclude it (exclude: ['{custom[0]}'])" if custom
-                else "; exclude the custom module's layers (exclude: [...])")
-        raise CompressError(f"Torch-Pruning could not trace this model ({_first_error_line(exc)}){hint} or use "
+        where = _failing_module(exc, work)
+        place = (f" in '{where}' ({type(work.get_submodule(where)).__name__}): exclude it (exclude: ['{where}'])"
+                 if where else ": exclude the layers around the failure (exclude: [...])")
+        raise CompressError(f"Torch-Pruning could not trace this model ({first_line(exc, 160)}){place} or use "
                             f"unstructured 'prune'.") from exc
 
 
@@ -148,18 +202,28 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
     chosen = [n for n in names if n not in protected]
     ignored_names = {n for n, m in work.named_modules() if isinstance(m, ROOTS) and n not in chosen}
     graph, ignored = _trace(work, ctx.example_inputs, ignored_names)
-    heads = attention_heads(work)
+    heads, fused, kept = attention_roles(work)
 
     name_of = {m: n for n, m in work.named_modules()}
-    roots, covered = [], set()
+    hold = GroupHolds(work, graph, name_of, kept)
+    roots, covered, held = [], set(), {}
     # groups that would shrink the outputs of an unselected / protected layer are not yielded
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=ROOTS):
         root = name_of.get(group[0].dep.target.module)
-        if root in chosen and root not in roots:
+        if root not in chosen or root in roots or root in fused:
+            continue
+        outs = {name_of.get(dep.target.module) for dep, _ in group if graph.is_out_channel_pruning_fn(dep.handler)}
+        reason = hold.reason(group)
+        if reason:
+            held.update({n: reason for n in outs if n in chosen and n not in held})
+            continue
+        roots.append(root)
+        covered |= outs
+    for root in fused:  # GPT-2's fused q/k/v: whole heads, pruned here rather than through the graph
+        if root in chosen and fused[root][1].output not in protected:
             roots.append(root)
-            covered |= {name_of.get(dep.target.module) for dep, _ in group
-                        if graph.is_out_channel_pruning_fn(dep.handler)}
-    traced = {name_of.get(m) for m in graph.module2node}
+            covered.add(root)
+    traced = {name_of.get(m) for m in graph.module2node} | set(fused)
     custom = _custom_layers(work)
     untraced = ("the dependency graph cannot follow it: its output passes through a detached, "
                 "non-differentiable or custom operation"
@@ -168,28 +232,38 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
     if chosen and not traced & set(chosen):
         raise CompressError(f"Structured pruning cannot prune this model: {untraced}.")
     skipped: dict[str, str] = {
-        n: ("its output channels are coupled (by a residual addition, attention or concatenation) with a "
-            "layer left untouched (protected or not selected)") if n in traced else untraced
+        n: held.get(n) or (("its output channels are coupled (by a residual addition, attention or concatenation) "
+                            "with a layer left untouched (protected or not selected)") if n in traced else untraced)
         for n in chosen if n not in covered
     }
     if config.importance == "taylor":
-        accumulate_grads(work, ctx.data, max_batches=config.batches)
+        accumulate_grads(_CallModel(work), ctx.data, max_batches=config.batches)
     importance = _importance(config)
 
     scores: dict[str, torch.Tensor] = {}
     for root in roots:
+        if (root in heads or root in fused) and not config.heads:
+            skipped[root] = "attention projections: heads=False leaves attention untouched"
+            continue
+        if root in fused:
+            scores[root] = fused_head_scores(work, fused[root][1], 2 if config.importance == "l2" else 1,
+                                             taylor=config.importance == "taylor")
+            continue
         module = work.get_submodule(root)
         pruner = graph.get_pruner_of_module(module)
         channels = pruner.get_out_channels(module)
-        s = importance(graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels))))
+        group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+        if has_conv1d(group):  # Torch-Pruning's importance does not read transformers' Conv1D weights
+            s = group_scores(group, graph, channels, 2 if config.importance == "l2" else 1,
+                             taylor=config.importance == "taylor")
+        else:
+            s = importance(group)
         if s is None:
             skipped[root] = "Torch-Pruning found no importance for this group"
-        elif root in heads and not config.heads:
-            skipped[root] = "attention projections: heads=False leaves attention untouched"
         else:
             scores[root] = block_scores(s.detach().cpu(), heads[root][1]) if root in heads else s.detach().cpu()
 
-    rounding = {r: 1 if r in heads else config.round_to for r in scores}
+    rounding = {r: 1 if r in heads or r in fused else config.round_to for r in scores}
     if config.scope == "global":
         counts = choose_global(scores, config.amount, rounding)
     else:
@@ -202,44 +276,42 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
         if count <= 0:
             continue
         units = torch.argsort(scores[root], stable=True)[:count].sort().values.tolist()
-        if root in heads:
-            size = heads[root][1]
-            idxs = [u * size + j for u in units for j in range(size)]
-        else:
-            idxs = units
-        module = work.get_submodule(root)
-        pruner = graph.get_pruner_of_module(module)
-        group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
-        if not graph.check_pruning_group(group):
-            skipped[root] = "removing these channels would leave a coupled layer empty"
-            continue
         backup = copy.deepcopy(work)
-        group.prune()
-        if root in heads:
-            owner = work.get_submodule(heads[root][0])
-            for attr in ("num_attention_heads", "num_heads"):
-                if isinstance(getattr(owner, attr, None), int):
-                    setattr(owner, attr, getattr(owner, attr) - count)
-            if isinstance(getattr(owner, "all_head_size", None), int):
-                owner.all_head_size -= count * heads[root][1]
+        if root in fused:
+            owner, spec = fused[root]
+            prune_fused_heads(work, owner, spec, units)
+            coupled = [spec.output]
+        else:
+            idxs = [u * heads[root][1] + j for u in units for j in range(heads[root][1])] if root in heads else units
+            module = work.get_submodule(root)
+            pruner = graph.get_pruner_of_module(module)
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
+            if not graph.check_pruning_group(group):
+                skipped[root] = "removing these channels would leave a coupled layer empty"
+                continue
+            group.prune()
+            coupled = sorted({name_of.get(dep.target.module) for dep, _ in group} - {None, root})
+            owner = heads[root][0] if root in heads else None
+            if owner is not None:
+                head_attributes_update(work.get_submodule(owner), count, heads[root][1])
         try:
             with eval_mode(work), torch.no_grad():
                 call_model(work, ctx.example_inputs)
         except Exception as exc:
-            skipped[root] = f"the model fails to run with these channels removed ({_first_error_line(exc)})"
+            skipped[root] = f"the model fails to run with these channels removed ({first_line(exc, 160)})"
             work = backup
             graph, ignored = _build(work, ctx.example_inputs, ignored_names)
+            name_of = {m: n for n, m in work.named_modules()}
             continue
-        coupled = sorted({name_of.get(dep.target.module) for dep, _ in group} - {None, root})
-        removed[root] = {"removed_heads" if root in heads else "removed_out": count, "of": len(scores[root]),
-                         "coupled": coupled}
-        if root in heads:
-            changed_owners.add(heads[root][0])
+        unit = "removed_heads" if owner is not None else "removed_out"
+        removed[root] = {unit: count, "of": len(scores[root]), "coupled": coupled}
+        if owner is not None:
+            changed_owners.add(owner)
 
-    return _result(model, work, removed, skipped, protected, changed_owners, config)
+    return _result(model, work, removed, skipped, protected, changed_owners, config, held)
 
 
-def _result(model, work, removed, skipped, protected, changed_owners, config) -> MethodResult:
+def _result(model, work, removed, skipped, protected, changed_owners, config, held) -> MethodResult:
     replacements, rows = {}, []
     originals = dict(model.named_modules())
     for name, new in work.named_modules():
@@ -263,6 +335,9 @@ def _result(model, work, removed, skipped, protected, changed_owners, config) ->
         notes.append("Kept untouched: " + ", ".join(f"{n} ({why})" for n, why in protected.items()) + ".")
     if config.scope == "global" and config.ratios:
         notes.append("Per-layer ratios apply in layer scope only; global scope ranked all groups together.")
+    for reason in dict.fromkeys(held.values()):
+        layers = [n for n, why in held.items() if why == reason]
+        notes.append(f"Left whole ({len(layers)} layer(s)): {reason}.")
     if skipped:
         notes.append(f"{len(skipped)} group(s) skipped, named in the rows: " + ", ".join(skipped) + ".")
     if not replacements:

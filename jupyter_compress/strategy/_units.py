@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from ..core.metrics import eval_mode, primary_output
 from ..core.registry import Method, get_method, method_names
 from ..core.selection import Selector
 from ..errors import CompressError, SelectorError
@@ -65,14 +63,9 @@ def unit_name(layers: list[str]) -> str:
 
 def coupled_groups(model: nn.Module, example_inputs: Any, candidates: list[str]) -> list[list[str]]:
     """Groups of ``candidates`` whose output channels Torch-Pruning says must be pruned together."""
-    import torch_pruning as tp
+    from ..methods.structured import ROOTS, build_graph
 
-    from ..methods.structured import ROOTS
-
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    with torch.enable_grad(), eval_mode(model):
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=tuple(inputs), verbose=False,
-                                                      output_transform=primary_output)
+    graph = build_graph(model, example_inputs)
     name_of = {m: n for n, m in model.named_modules()}
     wanted, groups, seen = set(candidates), [], set()
     for group in graph.get_all_groups(root_module_types=ROOTS):
