@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..core.data import iter_batches
-from ..core.metrics import eval_mode, primary_output
+from ..core.metrics import call_model, eval_mode, primary_output
 from ..errors import InvalidConfigError
 
 __all__ = ["accumulate_grads", "taylor_scores"]
@@ -56,6 +56,5 @@ def accumulate_grads(model: nn.Module, data, *, max_batches: int = 4) -> None:
         p.grad = None
     with eval_mode(model), torch.enable_grad():
         for inputs, targets in iter_batches(data, max_batches=max_batches):
-            args = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
-            output = primary_output(model(*args))
+            output = primary_output(call_model(model, inputs))
             _loss(output, targets, output.detach()).backward()

@@ -127,17 +127,6 @@ def _build(net: nn.Module, example_inputs, ignored_names: set[str]):
     return build_graph(net, example_inputs), ignored
 
 
-class _CallModel(nn.Module):
-    """Runs the wrapped model on a batch in any accepted form (a dict / tokenizer output as keyword arguments)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *inputs):
-        return call_model(self.model, inputs[0] if len(inputs) == 1 else inputs)
-
-
 def _custom_layers(model: nn.Module) -> list[str]:
     """Modules of user-defined classes that hold parameters of their own (what a tracer cannot prune)."""
     return [n for n, m in model.named_modules()
@@ -237,7 +226,7 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
         for n in chosen if n not in covered
     }
     if config.importance == "taylor":
-        accumulate_grads(_CallModel(work), ctx.data, max_batches=config.batches)
+        accumulate_grads(work, ctx.data, max_batches=config.batches)
     importance = _importance(config)
 
     scores: dict[str, torch.Tensor] = {}
