@@ -201,6 +201,10 @@ export async function renderReport(
   const box = el(doc, 'div', undefined, 'jp-CompressReport');
   box.appendChild(el(doc, 'div', 'jupyter_compress report' + (data.inplace ? ' (in place)' : ''),
     'jp-CompressReport-title'));
+  if (typeof data.headline === 'string' && data.headline) {
+    // Python's Report.headline: the compressed model is larger than the original, and why (first line)
+    box.appendChild(el(doc, 'div', data.headline, 'jp-CompressReport-warning'));
+  }
   const table = el(doc, 'table', undefined, 'jp-CompressReport-summary');
   const head = el(doc, 'tr');
   for (const h of ['', 'before', 'after', 'ratio / change']) {

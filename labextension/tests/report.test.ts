@@ -39,6 +39,16 @@ describe('summary', () => {
 });
 
 describe('renderReport', () => {
+  it('shows the LARGER headline first, as text', () => {
+    const host = document.createElement('div');
+    const headline = 'WARNING: LARGER than the original (10 -> 12 bytes): <b>why</b>';
+    renderReport(host, { ...fixture.report, headline });
+    const warning = host.querySelector('.jp-CompressReport-warning');
+    expect(warning?.textContent).toBe(headline);
+    expect(warning?.previousElementSibling?.className).toBe('jp-CompressReport-title');
+    expect(host.querySelector('b')).toBeNull();
+  });
+
   it('renders the summary table and notes as text', () => {
     const host = document.createElement('div');
     renderReport(host, fixture.report);
