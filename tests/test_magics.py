@@ -256,3 +256,23 @@ def test_auto_with_max_drop(shell, ns, capsys):
     assert isinstance(bad.error_in_exec, UsageError) and "goes with --auto" in str(bad.error_in_exec)
     bad = shell.run_cell("%compress model --auto")
     assert isinstance(bad.error_in_exec, UsageError) and "needs something to measure" in str(bad.error_in_exec)
+
+
+def test_hugging_face_model_with_tokenizer_and_sentences_as_data(shell, ns, capsys):
+    # the forms a Hugging Face user has: a tokenizer, a list of sentences; --structured needs no --example
+    # (one is built from the tokenizer), and the int8 preset calibrates on the sentences
+    run(shell, "import sys; sys.path.insert(0, 'tests')\nimport zoo\n"
+               "hf, enc, tok = zoo.make('bert')\nsentences = list(zoo.SENTENCES)")
+    before = jc.state_dict_hash(ns["hf"])
+    run(shell, "%compress hf --quantize int8 --data sentences --tokenizer tok --as hf8 --no-plots")
+    run(shell, "%compress hf --structured 0.25 --tokenizer tok --as hf_small --no-plots")
+    assert jc.state_dict_hash(ns["hf"]) == before
+    run(shell, "out8 = hf8(**enc); outs = hf_small(**enc)")
+    assert ns["out8"].logits.shape == ns["outs"].logits.shape == ns["hf"](**ns["enc"]).logits.shape
+    assert "built 8 built-in sentences" in capsys.readouterr().out
+
+
+def test_tokenizer_that_is_not_callable_is_one_line(shell, ns):
+    run(shell, "notatok = 3")
+    with pytest.raises(UsageError, match="--tokenizer notatok"):
+        run(shell, "%compress model --prune 0.5 --tokenizer notatok")
