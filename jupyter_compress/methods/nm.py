@@ -1,5 +1,6 @@
 """N:M semi-structured sparsity: in every run of M consecutive input weights of an output
-row, only the N largest (by |w|) are kept (2:4 keeps 2 of every 4).
+row, only the N largest (by |w|) are kept (2:4 keeps 2 of every 4). A transformers ``Conv1D``
+(GPT-2), whose weight is (in, out), is grouped along its inputs (dim 0) as the equivalent Linear.
 
 Sparse tensor cores (NVIDIA Ampere and later) run 2:4 matrices about twice as fast; a CPU
 runs them as dense matrices, no faster. The report says so and gives the compressed size
@@ -19,7 +20,7 @@ from ..core.config import IntAtLeast, MethodConfig, param
 from ..core.metrics import relative_error
 from ..core.registry import MethodResult, register_method
 from ..errors import InvalidConfigError
-from ._common import layer_row
+from ._common import LINEAR_TYPES, is_conv1d, layer_row, linear_view
 
 __all__ = ["NMConfig", "nm_mask"]
 
@@ -53,7 +54,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
 @register_method(
     "prune.nm",
     NMConfig,
-    supported=(nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    supported=(*LINEAR_TYPES, nn.Conv1d, nn.Conv2d, nn.Conv3d),
     family="pruning",
     help="N:M semi-structured sparsity (e.g. 2:4): faster only on hardware with sparse tensor cores.",
     aliases=("nm",),
@@ -63,13 +64,16 @@ def apply_nm(model: nn.Module, names: list[str], config: NMConfig, ctx) -> Metho
     index_bits = math.ceil(math.log2(config.m))
     for name in names:
         old = model.get_submodule(name)
-        fan_in = old.weight[0].numel()
+        conv1d = is_conv1d(old)
+        weight = linear_view(old).weight if conv1d else old.weight  # outputs first, inputs after
+        fan_in = weight[0].numel()
         if fan_in % config.m:
             rows.append(layer_row(name, "prune.nm", old, None,
                                   skipped=f"its {fan_in} inputs per output are not a multiple of m={config.m}"))
             continue
         new = copy.deepcopy(old)
-        new.weight.mul_(nm_mask(old.weight, config.n, config.m).to(new.weight.dtype))
+        mask = nm_mask(weight, config.n, config.m)
+        new.weight.mul_((mask.t() if conv1d else mask).to(new.weight.dtype))
         kept = old.weight.numel() * config.n // config.m
         bias_bytes = 0 if new.bias is None else new.bias.numel() * new.bias.element_size()
         sparse = kept * new.weight.element_size() + (kept * index_bits + 7) // 8 + bias_bytes

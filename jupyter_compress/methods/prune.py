@@ -22,12 +22,13 @@ from ..core.config import IntAtLeast, Interval, MethodConfig, param
 from ..core.metrics import relative_error, sparse_encoding_bytes
 from ..core.registry import MethodResult, register_method
 from ..errors import InvalidConfigError
-from ._common import layer_row
+from ._common import LINEAR_TYPES, is_conv1d, layer_row, linear_view
 from ._taylor import taylor_scores
 
 __all__ = ["PruneConfig"]
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# a transformers Conv1D (GPT-2) stays a Conv1D, its weight (in, out) masked as the equivalent Linear's
+PRUNABLE = (*LINEAR_TYPES, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,7 +96,8 @@ def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) ->
     for name, old, mask in zip(names, modules, masks):
         new = copy.deepcopy(old)
         new.weight.mul_(mask.to(new.weight.dtype))
-        sparse_w, encoding = sparse_encoding_bytes(new.weight)
+        # a Conv1D's weight encoded as the equivalent Linear's (rows = outputs), so both report the same size
+        sparse_w, encoding = sparse_encoding_bytes(linear_view(new).weight if is_conv1d(new) else new.weight)
         bias_bytes = 0 if new.bias is None else new.bias.numel() * new.bias.element_size()
         row = layer_row(
             name, "prune", old, new,

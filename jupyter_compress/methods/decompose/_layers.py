@@ -6,23 +6,15 @@ import torch
 from torch import nn
 
 from ...errors import InvalidConfigError
+from .._common import parent_reads_weight
 
 __all__ = ["parent_reads_weights", "conv_skip_reason", "rank_too_large", "as_float", "SKIP_NO_SAVING"]
-
-# Parents whose forward reads a child Linear's ``.weight`` (fused attention / fast paths):
-# replacing that child by other modules would crash them, so such layers are skipped and named.
-_READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 SKIP_NO_SAVING = "would not reduce parameters"
 
 
-def parent_reads_weights(model: nn.Module, name: str) -> str | None:
-    parent_name = name.rpartition(".")[0]
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(parent, _READS_CHILD_WEIGHTS):
-        return (f"its parent {type(parent).__name__} reads this layer's .weight directly, "
-                "so it cannot be split into several layers")
-    return None
+# one rule for every method (kept under this name for the modules that import it from here)
+parent_reads_weights = parent_reads_weight
 
 
 def conv_skip_reason(conv: nn.Conv2d) -> str | None:

@@ -1,7 +1,9 @@
 """CP of ``nn.Conv2d`` (Lebedev et al. 2015): a rank-R CP kernel as four cheap convolutions.
 
 W[o, i, h, w] ~ sum_r A[o, r] B[i, r] C[h, r] D[w, r] becomes
-``Sequential(Conv2d(I, R, 1), Conv2d(R, R, (kh, 1), groups=R), Conv2d(R, R, (1, kw), groups=R), Conv2d(R, O, 1))``.
+``Sequential(Conv2d(I, R, 1), Conv2d(R, R, (kh, 1), groups=R), Conv2d(R, R, (1, kw), groups=R), Conv2d(R, O, 1))``
+(a :class:`CPConv2d`: same children and state-dict keys, plus the replaced conv's attributes and a
+``weight`` stand-in whose values, the reconstructed kernel, are computed only when used).
 The CP is fitted by tensorly's ``parafac`` (ALS, SVD initialisation, seeded) inside
 ``tl.backend_context("pytorch")``. CP factors are not nested (the rank-R solution is not a
 truncation of a larger one), so results are cached per weight version *and* rank.
@@ -19,12 +21,12 @@ from torch import nn
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
-from .._common import layer_row
+from .._common import LayerStandIn, layer_row
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason
 from .cache import cached
 from .ranks import RankRule, parse_any_rank, round_rank
 
-__all__ = ["CPConfig", "cp_factors", "cp_conv"]
+__all__ = ["CPConfig", "CPConv2d", "cp_factors", "cp_conv"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,7 +60,23 @@ def cp_factors(weight: torch.Tensor, rank: int, seed: int, n_iter: int):
     return cached(weight, ("cp", rank, seed, n_iter), compute)
 
 
-def cp_conv(old: nn.Conv2d, lam: torch.Tensor, factors, rank: int) -> nn.Sequential:
+class CPConv2d(LayerStandIn, nn.Sequential):
+    """``Sequential(1x1, kx1 depthwise, 1xk depthwise, 1x1 conv)`` standing for a Conv2d: keeps its attributes
+    (``in_channels``, ``kernel_size``, ``stride``, ...), ``bias`` (the last conv's) and ``weight`` (a stand-in)."""
+
+    def __init__(self, *convs: nn.Conv2d, layer: nn.Conv2d) -> None:
+        super().__init__(*convs)
+        self._keep_layer(layer)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self[-1].bias
+
+    def dense_weight(self) -> torch.Tensor:
+        return reconstruct(self)
+
+
+def cp_conv(old: nn.Conv2d, lam: torch.Tensor, factors, rank: int) -> CPConv2d:
     a, b, c, d = factors
     w = old.weight
     kh, kw = old.kernel_size
@@ -81,7 +99,7 @@ def cp_conv(old: nn.Conv2d, lam: torch.Tensor, factors, rank: int) -> nn.Sequent
         last.weight.copy_((a * lam[None, :])[:, :, None, None].to(w.dtype))
         if old.bias is not None:
             last.bias.copy_(old.bias)
-    return nn.Sequential(first, vertical, horizontal, last)
+    return CPConv2d(first, vertical, horizontal, last, layer=old)
 
 
 def reconstruct(seq: nn.Sequential) -> torch.Tensor:

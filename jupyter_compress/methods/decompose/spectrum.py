@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ...core.selection import Selector
+from .._common import LINEAR_TYPES, linear_view
 from ._layers import conv_skip_reason
 from .ranks import choose_rank
 from .svd import matrix_factors
@@ -87,11 +88,11 @@ def spectrum(model: nn.Module, layers: Any = None) -> dict[str, LayerAnalysis]:
     """
     selector = layers if isinstance(layers, Selector) else Selector(layers=() if layers is None else layers)
     out: dict[str, LayerAnalysis] = {}
-    for name in selector.select(model, (nn.Linear, nn.Conv2d), "spectrum"):
+    for name in selector.select(model, (*LINEAR_TYPES, nn.Conv2d), "spectrum"):
         module = model.get_submodule(name)
-        if isinstance(module, nn.Linear):
+        if isinstance(module, LINEAR_TYPES):  # a Conv1D's (in, out) weight has the same singular values
             _, s, _ = matrix_factors(module.weight)
-            out[name] = LayerAnalysis(name, "Linear", tuple(module.weight.shape), (s,))
+            out[name] = LayerAnalysis(name, "Linear", tuple(linear_view(module).weight.shape), (s,))
         elif conv_skip_reason(module) is None:
             (_, s_out), (_, s_in) = tucker2_factors(module.weight)
             out[name] = LayerAnalysis(name, "Conv2d", tuple(module.weight.shape), (s_out, s_in))

@@ -1,7 +1,9 @@
 """SVD of ``nn.Linear``: W (out x in) ~ (U_r sqrt(S_r)) (sqrt(S_r) V_r^T).
 
-The layer becomes ``Sequential(Linear(in, r, bias=False), Linear(r, out))``, which holds
-r * (in + out) weights instead of in * out. The SVD runs through tensorly (``svd_interface``)
+The layer (an ``nn.Linear`` or a transformers ``Conv1D``) becomes :class:`LowRankLinear`, an
+``nn.Sequential(Linear(in, r, bias=False), Linear(r, out))`` (children ``0`` and ``1``, as before), which holds
+r * (in + out) weights instead of in * out and keeps the replaced layer's attributes (``in_features``,
+``out_features``, ``bias``, a Conv1D's ``nf``) and a ``weight`` stand-in (its product, computed when used). The SVD runs through tensorly (``svd_interface``)
 inside ``tl.backend_context("pytorch")``; the global backend is never set. The exact solver
 computes the full spectrum once per weight version (cached), so any later rank is a truncation;
 the randomized solver (Halko et al., tensorly's ``randomized_svd``) computes only the leading r.
@@ -18,12 +20,12 @@ from torch import nn
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from ...errors import InvalidConfigError
-from .._common import layer_row
+from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view
 from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
 from .cache import cached
 from .ranks import RankRule, choose_rank, parse_any_rank
 
-__all__ = ["SVDConfig", "linear_svd", "randomized_linear_svd", "matrix_factors", "low_rank_linear"]
+__all__ = ["SVDConfig", "LowRankLinear", "linear_svd", "randomized_linear_svd", "matrix_factors", "low_rank_linear"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,19 +82,52 @@ def matrix_factors(weight: torch.Tensor):
     return cached(weight, ("svd",), lambda: package.linear_svd(weight))
 
 
-def low_rank_linear(old: nn.Linear, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> nn.Sequential:
-    """``Sequential(Linear(in, r), Linear(r, out))`` from the leading ``rank`` triplets."""
-    w = old.weight
+class LowRankLinear(LayerStandIn, nn.Sequential):
+    """``Sequential(Linear(in, r, bias=False), Linear(r, out))`` standing for a Linear (or Conv1D) layer.
+
+    State-dict keys are those of the plain Sequential (``0.weight``, ``1.weight``, ``1.bias``). ``weight``
+    is a stand-in with the replaced layer's shape, dtype and device; its values are ``W1 @ W0`` (transposed
+    for a Conv1D), computed only when used. ``bias`` is the second Linear's.
+    """
+
+    def __init__(self, first: nn.Linear, second: nn.Linear, layer: nn.Module | None = None) -> None:
+        super().__init__(first, second)
+        self._keep_layer(layer, None if layer is not None else {
+            "weight": first.weight.new_zeros(()).expand(second.out_features, first.in_features)})
+        self.__dict__.setdefault("in_features", first.in_features)
+        self.__dict__.setdefault("out_features", second.out_features)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self[1].bias
+
+    def dense_weight(self) -> torch.Tensor:
+        """``W1 @ W0``: (out, in), the layout of ``nn.Linear``."""
+        return self[1].weight @ self[0].weight
+
+
+def low_rank_linear(old: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> LowRankLinear:
+    """:class:`LowRankLinear` from the leading ``rank`` triplets of ``old``'s weight in Linear layout (out, in)."""
+    view = linear_view(old)
+    w = view.weight
     root = s[:rank].sqrt()
     # built on the meta device and given fresh Parameters: a random initialisation that is overwritten
     # at once would cost more than the truncation itself (re-ranking is meant to be instant)
-    first = nn.Linear(old.in_features, rank, bias=False, device="meta")
-    second = nn.Linear(rank, old.out_features, bias=old.bias is not None, device="meta")
+    first = nn.Linear(view.in_features, rank, bias=False, device="meta")
+    second = nn.Linear(rank, view.out_features, bias=view.bias is not None, device="meta")
     first.weight = nn.Parameter((root[:, None] * vh[:rank]).to(device=w.device, dtype=w.dtype))
     second.weight = nn.Parameter((u[:, :rank] * root[None, :]).to(device=w.device, dtype=w.dtype))
-    if old.bias is not None:
-        second.bias = nn.Parameter(old.bias.detach().clone())
-    return nn.Sequential(first, second)
+    if view.bias is not None:
+        second.bias = nn.Parameter(view.bias.detach().clone())
+    return LowRankLinear(first, second, layer=old)
+
+
+def _factors(old: nn.Module, fn):
+    """``fn(weight)`` -> (u, s, vh) of ``old``'s weight in Linear layout. A Conv1D's is factored as stored,
+    (in, out), and the factors swapped (exact for the full SVD): the cache entry is then shared with every
+    other reader of its weight (spectra, sensitivity)."""
+    u, s, vh = fn(old.weight)
+    return (vh.T, s, u.T) if is_conv1d(old) else (u, s, vh)
 
 
 def _tail_error(s: torch.Tensor, rank: int) -> float:
@@ -104,17 +139,19 @@ def _tail_error(s: torch.Tensor, rank: int) -> float:
 @register_method(
     "svd",
     SVDConfig,
-    supported=(nn.Linear,),
+    supported=LINEAR_TYPES,
     family="decomposition",
-    help="Truncated SVD: each Linear becomes two smaller Linears (fewer parameters and multiply-adds).",
+    help="Truncated SVD: each Linear (or transformers Conv1D) becomes two smaller Linears (fewer parameters and "
+         "multiply-adds).",
     aliases=("decompose.svd",),
 )
 def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, _ = parse_any_rank(config.rank)
     for name in names:
-        old: nn.Linear = model.get_submodule(name)
-        out_f, in_f = old.out_features, old.in_features
+        old = model.get_submodule(name)
+        view = linear_view(old)
+        out_f, in_f = view.out_features, view.in_features
         reason = parent_reads_weights(model, name)
         if reason:
             rows.append(layer_row(name, "svd", old, None, skipped=reason))
@@ -124,10 +161,11 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
             raise rank_too_large("SVDConfig", config.rank, name, f"Linear {in_f} -> {out_f}", max_rank)
         if config.solver == "randomized":
             rank = choose_rank(config.rank, out_f, in_f, round_to=config.round_to)
-            u, s, vh = cached(old.weight, ("rsvd", rank, ctx.seed),
-                              lambda w=old.weight, r=rank: randomized_linear_svd(w, r, ctx.seed))
+            # on the (out, in) matrix as for a Linear: a random projection of W and of W^T differ
+            u, s, vh = cached(view.weight, ("rsvd", rank, ctx.seed),
+                              lambda w=view.weight, r=rank: randomized_linear_svd(w, r, ctx.seed))
         else:
-            u, s, vh = matrix_factors(old.weight)
+            u, s, vh = _factors(old, matrix_factors)
             rank = choose_rank(config.rank, out_f, in_f, s, round_to=config.round_to)
         best = (in_f * out_f - 1) // (in_f + out_f)
         if rank > best:
@@ -138,7 +176,7 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
         if config.solver == "randomized":
             from ...core.metrics import relative_error
 
-            error = relative_error(old.weight, new[1].weight @ new[0].weight)
+            error = relative_error(view.weight, new.dense_weight())
         else:
             error = _tail_error(s, rank)
         detail = {"rank": rank, "max_rank": max_rank, "rule": str(config.rank), "solver": config.solver}

@@ -18,7 +18,7 @@ from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
 from ...errors import InvalidConfigError
-from .._common import layer_row
+from .._common import LINEAR_TYPES, layer_row, linear_view
 from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
 from .cache import cached
 from .ranks import RankRule, parse_any_rank, round_rank
@@ -109,22 +109,23 @@ def _ranks(config: TTConfig, name: str, layer: str, rows: int, cols: int, rm, cm
 @register_method(
     "tt",
     TTConfig,
-    supported=(nn.Linear, nn.Embedding),
+    supported=(*LINEAR_TYPES, nn.Embedding),
     family="decomposition",
-    help="Tensor-Train: large Linear and Embedding weights become chains of small cores (TTLinear, TTEmbedding).",
+    help="Tensor-Train: large Linear (and transformers Conv1D) and Embedding weights become chains of small cores (TTLinear, TTEmbedding).",
     aliases=("decompose.tt",),
 )
 def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> MethodResult:
     replacements, rows_out = {}, []
     for name in names:
         old = model.get_submodule(name)
-        w = old.weight
+        linear = isinstance(old, LINEAR_TYPES)
+        w = linear_view(old).weight if linear else old.weight  # (out, in) for a Linear or a Conv1D
         rows, cols = w.shape
         if w.numel() < config.min_params:
             rows_out.append(layer_row(name, "tt", old, None, skipped=f"{w.numel()} weights, fewer than "
                                       f"min_params={config.min_params}"))
             continue
-        reason = parent_reads_weights(model, name) if isinstance(old, nn.Linear) else None
+        reason = parent_reads_weights(model, name) if linear else None
         if isinstance(old, nn.Embedding) and old.max_norm is not None:
             reason = "max_norm renormalises rows in place at lookup, which a TT table cannot do"
         if reason:
@@ -140,16 +141,16 @@ def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> Metho
             continue
         cores = tt_cores(w, rm, cm, ranks)
         full_ranks = (1, *ranks, 1)
-        if isinstance(old, nn.Linear):
-            new = TTLinear(old.in_features, old.out_features, rm, cm, full_ranks, bias=old.bias is not None,
-                           device=w.device, dtype=w.dtype)
+        if linear:
+            new = TTLinear(cols, rows, rm, cm, full_ranks, bias=old.bias is not None, device=w.device, dtype=w.dtype)
         else:
             new = TTEmbedding(rows, cols, rm, cm, full_ranks, device=w.device, dtype=w.dtype)
         with torch.no_grad():
             for param_, core in zip(new.cores, cores):
                 param_.copy_(core.to(w.dtype))
-            if isinstance(old, nn.Linear) and old.bias is not None:
+            if linear and old.bias is not None:
                 new.bias.copy_(old.bias)
+        new._keep_layer(old)  # the replaced layer's attributes, and its weight's layout (a Conv1D's (in, out))
         approx = tt_matrix([c.detach().double() for c in new.cores])[:rows, :cols]
         rows_out.append(layer_row(name, "tt", old, new, error=relative_error(w, approx), detail={
             "rank": list(ranks), "max_rank": list(max_ranks), "modes": [list(rm), list(cm)],

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .._common import LayerStandIn
+
 __all__ = ["TTLinear", "TTEmbedding", "tt_matrix", "balanced_modes"]
 
 
@@ -51,12 +53,21 @@ def tt_matrix(cores) -> torch.Tensor:
     return full[:, :, 0]
 
 
-class TTLinear(nn.Module):
-    """y = x W^T + b with W (out x in) held as a Tensor-Train matrix."""
+def _shape_only(rows: int, cols: int, device, dtype) -> torch.Tensor:
+    return torch.zeros((), device=device, dtype=dtype).expand(rows, cols)
+
+
+class TTLinear(LayerStandIn, nn.Module):
+    """y = x W^T + b with W (out x in) held as a Tensor-Train matrix.
+
+    ``weight`` is a stand-in (out, in) (the replaced layer's shape, dtype and device; its values are the
+    TT matrix, computed when used); ``apply_tt`` records the replaced layer (a Conv1D's (in, out) layout).
+    """
 
     def __init__(self, in_features: int, out_features: int, out_modes, in_modes, ranks, bias: bool = True,
                  device=None, dtype=None) -> None:
         super().__init__()
+        self._keep_layer(None, {"weight": _shape_only(out_features, in_features, device, dtype)})
         self.in_features, self.out_features = in_features, out_features
         self.out_modes, self.in_modes, self.ranks = tuple(out_modes), tuple(in_modes), tuple(ranks)
         kw = dict(device=device, dtype=dtype)
@@ -82,21 +93,27 @@ class TTLinear(nn.Module):
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
 
+    def dense_weight(self) -> torch.Tensor:
+        """The TT matrix (out, in)."""
+        return tt_matrix(list(self.cores))[: self.out_features, : self.in_features]
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, out_modes={self.out_modes}, "
                 f"in_modes={self.in_modes}, ranks={self.ranks}, bias={self.bias is not None}")
 
 
-class TTEmbedding(nn.Module):
+class TTEmbedding(LayerStandIn, nn.Module):
     """An embedding table (num_embeddings x embedding_dim) held as a Tensor-Train matrix.
 
     Every row is the TT approximation of the original row, the padding row included (its value is
-    kept, not forced to zero: a loaded table may hold a non-zero padding row).
+    kept, not forced to zero: a loaded table may hold a non-zero padding row). ``weight`` is a stand-in
+    for the table (computed when used).
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, row_modes, col_modes, ranks,
                  device=None, dtype=None) -> None:
         super().__init__()
+        self._keep_layer(None, {"weight": _shape_only(num_embeddings, embedding_dim, device, dtype)})
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.row_modes, self.col_modes, self.ranks = tuple(row_modes), tuple(col_modes), tuple(ranks)
         self.cores = nn.ParameterList(
@@ -117,6 +134,10 @@ class TTEmbedding(nn.Module):
                 out = torch.einsum("npr,nrqs->npqs", out, g).reshape(flat.shape[0], -1, g.shape[-1])
         rows = out[:, : self.embedding_dim, 0]
         return rows.reshape(*index.shape, self.embedding_dim)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The table (num_embeddings, embedding_dim)."""
+        return tt_matrix(list(self.cores))[: self.num_embeddings, : self.embedding_dim]
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, row_modes={self.row_modes}, "

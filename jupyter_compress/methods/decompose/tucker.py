@@ -1,7 +1,9 @@
 """Tucker-2 of ``nn.Conv2d`` (Kim et al. 2016): decompose the output- and input-channel modes.
 
 W (O x I x kh x kw) ~ core (R_o x R_i x kh x kw) x_0 U_o (O x R_o) x_1 U_i (I x R_i), which is
-``Sequential(Conv2d(I, R_i, 1), Conv2d(R_i, R_o, (kh, kw), stride, padding, dilation), Conv2d(R_o, O, 1))``.
+``Sequential(Conv2d(I, R_i, 1), Conv2d(R_i, R_o, (kh, kw), stride, padding, dilation), Conv2d(R_o, O, 1))``
+(a :class:`TuckerConv2d`: same children and state-dict keys, plus the replaced conv's attributes and a
+``weight`` stand-in whose values, the reconstructed kernel, are computed only when used).
 The mode factors come from the SVDs of the two unfoldings (a truncated HOSVD), through tensorly in
 ``tl.backend_context("pytorch")``; the full mode spectra are cached per weight version, so a new
 rank only truncates them and projects the kernel (no new decomposition).
@@ -18,12 +20,12 @@ from torch import nn
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
-from .._common import layer_row
+from .._common import LayerStandIn, layer_row
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason, rank_too_large
 from .cache import cached
 from .ranks import RankRule, energy_rank, parse_any_rank, round_rank
 
-__all__ = ["TuckerConfig", "tucker2_factors", "tucker2_ranks", "tucker2_conv", "tucker2_params"]
+__all__ = ["TuckerConfig", "TuckerConv2d", "tucker2_factors", "tucker2_ranks", "tucker2_conv", "tucker2_params"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -93,7 +95,23 @@ def tucker2_ranks(spec, weight_shape, spectra=None, round_to: int = 1) -> tuple[
     return int(ranks[0]), int(ranks[1])
 
 
-def tucker2_conv(old: nn.Conv2d, factors, ranks: tuple[int, int]) -> nn.Sequential:
+class TuckerConv2d(LayerStandIn, nn.Sequential):
+    """``Sequential(1x1 conv, kxk core conv, 1x1 conv)`` standing for a Conv2d: keeps its attributes
+    (``in_channels``, ``kernel_size``, ``stride``, ...), ``bias`` (the last conv's) and ``weight`` (a stand-in)."""
+
+    def __init__(self, first: nn.Conv2d, middle: nn.Conv2d, last: nn.Conv2d, layer: nn.Conv2d) -> None:
+        super().__init__(first, middle, last)
+        self._keep_layer(layer)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self[-1].bias
+
+    def dense_weight(self) -> torch.Tensor:
+        return reconstruct(self)
+
+
+def tucker2_conv(old: nn.Conv2d, factors, ranks: tuple[int, int]) -> TuckerConv2d:
     """The three convolutions for given ranks, from the cached mode factors."""
     import tensorly as tl
     from tensorly.tenalg import multi_mode_dot
@@ -115,7 +133,7 @@ def tucker2_conv(old: nn.Conv2d, factors, ranks: tuple[int, int]) -> nn.Sequenti
         last.weight.copy_(a[:, :, None, None].to(w.dtype))
         if old.bias is not None:
             last.bias.copy_(old.bias)
-    return nn.Sequential(first, middle, last)
+    return TuckerConv2d(first, middle, last, old)
 
 
 def reconstruct(seq: nn.Sequential) -> torch.Tensor:

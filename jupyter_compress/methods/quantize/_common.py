@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from ...core.inputs import INPUT_ERRORS
 from ...core.metrics import call_model, eval_mode, relative_error
 from ...errors import CompressError
+from .._common import Conv1D, parent_reads_weight
 
 __all__ = ["unsupported_note", "parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
            "run_batches", "quiet", "output_error", "expected_shape"]
@@ -25,21 +27,7 @@ class CalibrationDataError(CompressError, ValueError):
     """Calibration data is missing or does not fit the model."""
 
 
-# Parents whose forward reads a child Linear's ``.weight`` directly (fused attention fast paths): replacing
-# that child by a quantized module would break them, so such layers are skipped and named.
-_READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-
-
-def parent_reads_weight(model: nn.Module, name: str) -> str | None:
-    """A skip reason when the layer's parent reads its weight directly, else None."""
-    parent_name = name.rpartition(".")[0]
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if isinstance(parent, _READS_CHILD_WEIGHTS):
-        return f"its parent {type(parent).__name__} reads this layer's .weight directly, so it cannot be swapped"
-    return None
-
-
-_WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+_WEIGHT_LAYERS = (nn.Linear, Conv1D, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                   nn.ConvTranspose3d, nn.Embedding, nn.EmbeddingBag, nn.LSTM, nn.GRU, nn.RNN)
 
 
@@ -89,7 +77,7 @@ def calibration_batches(ctx: Any, *, required: bool, method: str, limit: int = 6
         from ...core.data import iter_batches
 
         batches = [inputs for inputs, _ in iter_batches(data, max_batches=limit)]
-    elif isinstance(data, (torch.Tensor, dict, tuple)):
+    elif isinstance(data, (torch.Tensor, Mapping, tuple)):
         batches = [data]
     else:
         try:
@@ -122,7 +110,7 @@ def _labelled_pair(data: Any, example: Any) -> bool:
 def _shapes(batch: Any) -> list[tuple[str, torch.Tensor]]:
     if isinstance(batch, torch.Tensor):
         return [("input", batch)]
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return [(str(k), v) for k, v in batch.items() if isinstance(v, torch.Tensor)]
     if isinstance(batch, (tuple, list)):
         return [(f"input {i}", v) for i, v in enumerate(batch) if isinstance(v, torch.Tensor)]
@@ -166,7 +154,7 @@ def run_batches(model: nn.Module, batches: list[Any], names: list[str], example_
             _check_batch(i, batch, example_inputs, expected)
             try:
                 call_model(model, batch)
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            except INPUT_ERRORS as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in _shapes(batch)) or type(batch).__name__
                 raise CalibrationDataError(f"Calibration batch {i} ({got}) does not fit the model ({first}); "

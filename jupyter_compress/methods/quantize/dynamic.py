@@ -5,7 +5,7 @@ Routes, chosen per device by ``backend='auto'``:
 - ``onnxruntime``: each submodule holding several selected Linears and called as a unit (a BERT encoder,
   an attention block) is exported to ONNX and run by ONNX Runtime with int8 MatMuls (per-channel weights);
   its integer kernels are fast on x86 and ARM CPUs, including AVX2 without VNNI. Needs example inputs.
-- ``torch``: each Linear becomes :class:`DynamicInt8Linear` on torch's int8 kernel (engine x86 / fbgemm /
+- ``torch``: each Linear (or transformers ``Conv1D``, GPT-2's) becomes :class:`DynamicInt8Linear` on torch's int8 kernel (engine x86 / fbgemm /
   qnnpack, whichever torch uses on this CPU).
 
 Every selected Linear gets a row: weight SQNR (dB) and relative output error on the calibration data
@@ -22,12 +22,11 @@ from torch import nn
 
 from ...core.config import Boolean, Interval, MethodConfig, param
 from ...core.registry import MethodResult, register_method
-from .._common import layer_row
+from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
     output_error,
-    parent_reads_weight,
     run_batches,
     sqnr_db,
     unsupported_note,
@@ -53,12 +52,14 @@ class DynamicQuantConfig(MethodConfig):
                                  "calibration batch and put the trade-off in the report notes", check=Boolean())
 
 
-def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, weight_bits: int = 8):
+def simulate_dynamic_int8(linear: nn.Module, per_channel: bool, weight_bits: int = 8):
     """A float function computing what ONNX Runtime's dynamic int8 MatMul computes: x as asymmetric uint8
-    per tensor, W symmetric (``weight_bits``, 7 when reduce_range). Gives per-layer errors inside its regions."""
+    per tensor, W symmetric (``weight_bits``, 7 when reduce_range). Gives per-layer errors inside its regions.
+    ``linear``: an ``nn.Linear`` or a transformers ``Conv1D``."""
     from .qlinear import quantize_rows
 
-    q, scale = quantize_rows(linear.weight, per_channel, weight_bits)
+    view = linear_view(linear)
+    q, scale = quantize_rows(view.weight, per_channel, weight_bits)
     weight = q.float() * scale[:, None]
     levels = 255
 
@@ -67,16 +68,16 @@ def simulate_dynamic_int8(linear: nn.Linear, per_channel: bool, weight_bits: int
         s = torch.clamp((hi - lo) / levels, min=1e-12)
         zp = torch.round(-lo / s)
         xq = (torch.clamp(torch.round(x / s) + zp, 0, levels) - zp) * s
-        return nn.functional.linear(xq, weight, linear.bias)
+        return nn.functional.linear(xq, weight, view.bias)
 
     return fn
 
 
-def _torch_row(name: str, old: nn.Linear, inputs: list, config: DynamicQuantConfig):
+def _torch_row(name: str, old: nn.Module, inputs: list, config: DynamicQuantConfig):
     new = DynamicInt8Linear.from_linear(old, config.per_channel)
     err = output_error(old, new, inputs)
     detail = {"backend": "torch", "engine": torch.backends.quantized.engine,
-              "sqnr_db": round(sqnr_db(old.weight, new.dequantized_weight()), 2)}
+              "sqnr_db": round(sqnr_db(linear_view(old).weight, new.dequantized_weight()), 2)}
     if config.max_error and err is not None and err > config.max_error:
         return None, layer_row(name, "quantize.dynamic", old, None, error=err, error_kind="rel_output_error",
                                detail=detail, skipped=f"kept in float: relative output error {err:.4f} > "
@@ -102,10 +103,10 @@ def _recurrent_row(name: str, old: nn.Module, inputs: list, config: DynamicQuant
 @register_method(
     "quantize.dynamic",
     DynamicQuantConfig,
-    supported=(nn.Linear, nn.LSTM, nn.GRU),
+    supported=(*LINEAR_TYPES, nn.LSTM, nn.GRU),
     family="quantization",
-    help="Dynamic int8 of Linear layers on the fastest accurate route of this CPU (ONNX Runtime or torch), "
-         "with per-layer SQNR and output error.",
+    help="Dynamic int8 of Linear (and transformers Conv1D) layers on the fastest accurate route of this CPU "
+         "(ONNX Runtime or torch), with per-layer SQNR and output error.",
     aliases=("int8", "quantize.int8"),
 )
 def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig, ctx: Any) -> MethodResult:
@@ -166,5 +167,5 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     kept = [r.name for r in rows if r.skipped and r.skipped.startswith("kept in float")]
     if kept:
         notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
-    notes += unsupported_note(model, (nn.Linear, nn.LSTM, nn.GRU), "quantize.dynamic")
+    notes += unsupported_note(model, (*LINEAR_TYPES, nn.LSTM, nn.GRU), "quantize.dynamic")
     return MethodResult(replacements, rows, notes)

@@ -22,12 +22,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ...core.config import Boolean, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from ...errors import CompressError
-from .._common import layer_row
+from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
     output_error,
-    parent_reads_weight,
     quiet,
     run_batches,
     sqnr_db,
@@ -54,11 +53,13 @@ def _activation_fq() -> FakeQuantize:
                         qscheme=torch.per_tensor_affine)
 
 
-class FakeQuantLayer(nn.Module):
-    """A float Conv / Linear that rounds its input, weight and output as the int8 kernel will."""
+class FakeQuantLayer(LayerStandIn, nn.Module):
+    """A float Conv / Linear / transformers Conv1D that rounds its input, weight and output as the int8 kernel
+    will. Keeps the layer's attributes; ``weight`` is the wrapped layer's own (float, trainable) parameter."""
 
     def __init__(self, layer: nn.Module, relu: bool):
         super().__init__()
+        self._keep_layer(layer)
         self.layer, self.relu = layer, relu
         with quiet():
             self.input_fq, self.output_fq = _activation_fq(), _activation_fq()
@@ -66,11 +67,21 @@ class FakeQuantLayer(nn.Module):
                                           quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                           ch_axis=0)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.layer.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, w = self.input_fq(x), self.weight_fq(self.layer.weight)
-        if isinstance(self.layer, nn.Linear):
-            y = nn.functional.linear(x, w, self.layer.bias)
+        x = self.input_fq(x)
+        if isinstance(self.layer, LINEAR_TYPES):
+            view = linear_view(self.layer)
+            y = nn.functional.linear(x, self.weight_fq(view.weight), view.bias)
         else:
+            w = self.weight_fq(self.layer.weight)
             y = self.layer._conv_forward(x, w, self.layer.bias)
         return self.output_fq(torch.relu(y) if self.relu else y)
 
@@ -87,6 +98,11 @@ def _resolve(spec: str):
     return fn
 
 
+def _weight_of(layer: nn.Module) -> torch.Tensor:
+    """The weight with output channels first (a transformers Conv1D's transposed to Linear layout)."""
+    return linear_view(layer).weight if isinstance(layer, LINEAR_TYPES) else layer.weight
+
+
 def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     (root.get_submodule(parent_name) if parent_name else root)._modules[attr] = new
@@ -95,7 +111,7 @@ def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
 @register_method(
     "quantize.qat",
     QATConfig,
-    supported=(nn.Conv1d, nn.Conv2d, nn.Linear),
+    supported=(nn.Conv1d, nn.Conv2d, *LINEAR_TYPES),
     family="quantization",
     help="Quantization-aware fine-tuning (fake quantization during your training function), then static int8.",
     needs_data=True,
@@ -131,18 +147,19 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
     for name in names:
         bn_name, relu = fusions.get(name, (None, False))
         layer, f = fq[name].layer, fq[name]
-        weight = layer.weight.detach().float()
+        weight, bias = _weight_of(layer).detach().float(), linear_view(layer).bias if isinstance(
+            layer, LINEAR_TYPES) else layer.bias
         w_scale = (weight.abs().flatten(1).amax(dim=1) / 127).clamp_min(1e-12)
         with quiet():
             in_q, out_q = f.input_fq.calculate_qparams(), f.output_fq.calculate_qparams()
-        new = StaticInt8Layer(layer, weight, None if layer.bias is None else layer.bias.detach(), w_scale,
+        new = StaticInt8Layer(layer, weight, None if bias is None else bias.detach(), w_scale,
                               (float(in_q[0]), int(in_q[1])), (float(out_q[0]), int(out_q[1])), relu)
         ref = floats[name]
         err = output_error((lambda x, r=ref: torch.relu(r(x))) if relu else ref, new, inputs.get(name, []))
         replacements[name] = new
         rows.append(layer_row(name, "quantize.qat", model.get_submodule(name), new, error=err,
                               error_kind="rel_output_error",
-                              detail={"sqnr_db": round(sqnr_db(ref.weight, new.dequantized_weight()), 2),
+                              detail={"sqnr_db": round(sqnr_db(_weight_of(ref), new.dequantized_weight()), 2),
                                       "trained": train is not None, "fused": "bn" if bn_name else "-"}))
         if bn_name:
             replacements[bn_name] = nn.Identity()
@@ -150,5 +167,5 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
                                   detail={"folded into": name}))
     notes.append("QAT trains only the quantized layers (others are frozen, so the model outside them is unchanged);"
                  " the rel. error column compares each int8 layer with the float layer before training.")
-    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, nn.Linear), "quantize.qat")
+    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, *LINEAR_TYPES), "quantize.qat")
     return MethodResult(replacements, rows, notes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._common import LayerStandIn, linear_view
 from ._common import quiet
 
 __all__ = ["DynamicInt8Linear", "WeightOnlyLinear", "quantize_rows", "quantize_groups"]
@@ -36,11 +37,17 @@ def quantize_groups(weight: torch.Tensor, bits: int, group: int) -> tuple[torch.
     return q.reshape(out_f, in_f), scale.contiguous()
 
 
-class DynamicInt8Linear(nn.Module):
-    """y = x W^T + b with W in int8 (symmetric, per output channel or per tensor) and x quantized per call."""
+class DynamicInt8Linear(LayerStandIn, nn.Module):
+    """y = x W^T + b with W in int8 (symmetric, per output channel or per tensor) and x quantized per call.
 
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, per_channel: bool):
+    Replaces an ``nn.Linear`` or a transformers ``Conv1D``; ``weight`` reads as the replaced layer's (a
+    :class:`~jupyter_compress.methods._common.WeightStandIn`: float dtype and layout, dequantized when used).
+    """
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, per_channel: bool,
+                 layer: nn.Module | None = None):
         super().__init__()
+        self._keep_layer(layer, None if layer is not None else {"weight": qweight})  # no layer: a float32 Linear
         self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
         self.per_channel = per_channel
         self.register_buffer("qweight", qweight)
@@ -49,12 +56,17 @@ class DynamicInt8Linear(nn.Module):
         self._packed = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, per_channel: bool = True) -> DynamicInt8Linear:
-        q, scale = quantize_rows(linear.weight, per_channel)
-        return cls(q, scale, linear.bias, per_channel)
+    def from_linear(cls, linear: nn.Module, per_channel: bool = True) -> DynamicInt8Linear:
+        """From an ``nn.Linear`` or a transformers ``Conv1D``."""
+        view = linear_view(linear)
+        q, scale = quantize_rows(view.weight, per_channel)
+        return cls(q, scale, view.bias, per_channel, layer=linear)
 
     def dequantized_weight(self) -> torch.Tensor:
+        """The int8 weight times its scales: (out, in) float32, the layout of ``nn.Linear``."""
         return self.qweight.float() * self.scale[:, None]
+
+    dense_weight = dequantized_weight
 
     def _pack(self):
         with quiet():
@@ -89,25 +101,32 @@ class DynamicInt8Linear(nn.Module):
                 f"weights=int8 {'per-channel' if self.per_channel else 'per-tensor'}, activations=dynamic int8")
 
 
-class WeightOnlyLinear(nn.Module):
+class WeightOnlyLinear(LayerStandIn, nn.Module):
     """Weights stored in int8 or int4 (two per byte), group-wise scales; dequantized to float at each call.
 
-    Saves memory and storage, not time: no int4 / weight-only kernel is used on CPU here.
+    Saves memory and storage, not time: no int4 / weight-only kernel is used on CPU here. Replaces an
+    ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps).
     """
 
-    def __init__(self, linear: nn.Linear, bits: int, group: int):
+    def __init__(self, linear: nn.Module, bits: int, group: int):
         super().__init__()
-        self.in_features, self.out_features, self.bits, self.group = linear.in_features, linear.out_features, bits, group
-        q, scale = quantize_groups(linear.weight, bits, group)
+        self._keep_layer(linear)
+        view = linear_view(linear)
+        self.in_features, self.out_features, self.bits, self.group = view.in_features, view.out_features, bits, group
+        q, scale = quantize_groups(view.weight, bits, group)
         if bits == 4:  # pack two signed 4-bit values per byte (low nibble = even column)
             u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
             q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
         self.register_buffer("qweight", q)
-        self.register_buffer("scale", scale.to(linear.weight.dtype if linear.weight.is_floating_point() else
+        self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
+
+    def dense_weight(self) -> torch.Tensor:
+        return self.dequantized_weight()
 
     def dequantized_weight(self) -> torch.Tensor:
+        """(out, in) in the scales' dtype, the layout of ``nn.Linear``."""
         q = self.qweight
         if self.bits == 4:
             q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)

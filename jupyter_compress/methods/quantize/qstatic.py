@@ -9,18 +9,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._common import LINEAR_TYPES, LayerStandIn
 from ._common import quiet
 
 __all__ = ["StaticInt8Layer"]
 
 
-class StaticInt8Layer(nn.Module):
-    """int8 Conv1d / Conv2d / Linear (optionally with a fused ReLU), float in and float out."""
+class StaticInt8Layer(LayerStandIn, nn.Module):
+    """int8 Conv1d / Conv2d / Linear (or transformers Conv1D; optionally with a fused ReLU), float in and out.
+
+    ``weight``: the float weight (out, in) / (out, in / groups, *kernel), in Linear layout for a Conv1D too.
+    The module keeps ``layer``'s attributes and reads ``weight`` as it (dequantized when used).
+    """
 
     def __init__(self, layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None, w_scale: torch.Tensor,
                  in_qparams: tuple[float, int], out_qparams: tuple[float, int], relu: bool):
         super().__init__()
-        self.kind = "linear" if isinstance(layer, nn.Linear) else f"conv{weight.dim() - 2}d"
+        self._keep_layer(layer)
+        self.kind = "linear" if isinstance(layer, LINEAR_TYPES) else f"conv{weight.dim() - 2}d"
         self.relu = relu
         if self.kind != "linear":
             self.stride, self.padding = layer.stride, layer.padding
@@ -37,6 +43,8 @@ class StaticInt8Layer(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.qweight.float() * self.w_scale.view(-1, *([1] * (self.qweight.dim() - 1)))
+
+    dense_weight = dequantized_weight
 
     def _pack(self):
         zeros = torch.zeros(self.qweight.shape[0], dtype=torch.long)

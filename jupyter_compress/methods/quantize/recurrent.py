@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from .._common import LayerStandIn
 from ._common import quiet
 
 __all__ = ["DynamicInt8Recurrent", "quantize_recurrent"]
@@ -20,12 +21,19 @@ __all__ = ["DynamicInt8Recurrent", "quantize_recurrent"]
 _ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
 
-class DynamicInt8Recurrent(nn.Module):
-    """An ``nn.LSTM`` / ``nn.GRU`` with int8 weights (per tensor, symmetric), float activations."""
+class DynamicInt8Recurrent(LayerStandIn, nn.Module):
+    """An ``nn.LSTM`` / ``nn.GRU`` with int8 weights (per tensor, symmetric), float activations.
+
+    Keeps the recurrent layer's attributes (``input_size``, ``hidden_size``, ``num_layers``, ``bias``,
+    ``batch_first``, ...) and its weights' names (``weight_ih_l0``, ...) as float stand-ins (dequantized
+    when their values are used).
+    """
 
     def __init__(self, kind: str, args: dict, weights: dict[str, torch.Tensor], biases: dict[str, torch.Tensor]):
         super().__init__()
         self.kind, self.args = kind, dict(args)
+        self.__dict__.update(self.args)
+        self._keep_layer(None, {n: q.int_repr() for n, q in weights.items()})
         self.weight_names, self.bias_names = list(weights), list(biases)
         for name, q in weights.items():
             self.register_buffer(f"{name}_int8", q.int_repr().clone())
@@ -51,6 +59,16 @@ class DynamicInt8Recurrent(nn.Module):
 
     def dequantized(self) -> dict[str, torch.Tensor]:
         return {n: q.dequantize() for n, q in self.quantized_weights().items()}
+
+    def materialize(self, key: str) -> torch.Tensor:
+        q = self.quantized_weights()[key]
+        return q.dequantize().to(device=self._standin_device, dtype=self._standin_dtype)
+
+    def __getattr__(self, name: str):
+        shapes = self.__dict__.get("_standin_shapes")
+        if shapes is not None and name in shapes:  # weight_ih_l0, ...: the float weights' stand-ins
+            return self._standin(name)
+        return super().__getattr__(name)
 
     def runtime(self) -> nn.Module:
         if self._runtime is None:

@@ -18,12 +18,11 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...core.config import Boolean, Interval, MethodConfig, param
 from ...core.registry import MethodResult, register_method
-from .._common import layer_row
+from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
     output_error,
-    parent_reads_weight,
     quiet,
     run_batches,
     sqnr_db,
@@ -59,7 +58,7 @@ def _observer(kind: str):
 @register_method(
     "quantize.static",
     StaticQuantConfig,
-    supported=(nn.Conv1d, nn.Conv2d, nn.Linear),
+    supported=(nn.Conv1d, nn.Conv2d, *LINEAR_TYPES),
     family="quantization",
     help="Static int8 post-training quantization (calibrated activations, per-channel weights, Conv-BN-ReLU "
          "fusion) for CNNs.",
@@ -92,13 +91,14 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
         old = model.get_submodule(name)
         bn_name, relu = fusions.get(name, (None, False))
         ref = fuse_conv_bn_eval(old, model.get_submodule(bn_name)) if bn_name else old
-        weight = ref.weight.detach().float()
+        weight, bias = linear_view(ref)[:2] if isinstance(ref, LINEAR_TYPES) else (ref.weight, ref.bias)
+        weight = weight.detach().float()
         amax = weight.abs().flatten(1).amax(dim=1)
         w_scale = (amax / 127).clamp_min(1e-12)
         with quiet():
             in_q = in_obs[name].calculate_qparams()
             out_q = out_obs[name].calculate_qparams()
-        new = StaticInt8Layer(ref, weight, ref.bias, w_scale, (float(in_q[0]), int(in_q[1])),
+        new = StaticInt8Layer(ref, weight, bias, w_scale, (float(in_q[0]), int(in_q[1])),
                               (float(out_q[0]), int(out_q[1])), relu)
         float_fn = (lambda x, f=ref: torch.relu(f(x))) if relu else ref
         err = output_error(float_fn, new, inputs.get(name, []))
@@ -119,5 +119,5 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
                                   detail={"folded into": name}))
     notes.append("Each int8 layer quantizes its input and dequantizes its output, so consecutive layers pay a "
                  "conversion each; the latency ratio in the report tells whether int8 pays off on this model.")
-    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, nn.Linear), "quantize.static")
+    notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, *LINEAR_TYPES), "quantize.static")
     return MethodResult(replacements, rows, notes)

@@ -16,12 +16,11 @@ from torch import nn
 
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.registry import MethodResult, register_method
-from .._common import layer_row
+from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
     output_error,
-    parent_reads_weight,
     run_batches,
     sqnr_db,
     unsupported_note,
@@ -49,12 +48,26 @@ class HalfConfig(MethodConfig):
                        choices=("bfloat16", "float16"))
 
 
-class HalfPrecision(nn.Module):
-    """Runs ``layer`` (held in a half dtype) on inputs cast to that dtype; returns the caller's dtype."""
+class HalfPrecision(LayerStandIn, nn.Module):
+    """Runs ``layer`` (held in a half dtype) on inputs cast to that dtype; returns the caller's dtype.
 
-    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+    Keeps the layer's attributes; ``weight`` and ``bias`` read as the float layer's (dtype ``orig_dtype``,
+    the dtype it takes and returns): ``weight`` a stand-in cast when its values are used, ``bias`` a cast copy.
+    """
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype, orig_dtype: torch.dtype = torch.float32):
         super().__init__()
+        self._keep_layer(layer)
+        self.__dict__["_standin_dtype"] = orig_dtype
         self.layer, self.dtype = layer, dtype
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        bias = getattr(self.layer, "bias", None)
+        return None if bias is None else bias.to(device=self._standin_device, dtype=self._standin_dtype)
+
+    def materialize(self, key: str) -> torch.Tensor:
+        return self.layer.weight.to(device=self._standin_device, dtype=self._standin_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x.to(self.dtype)).to(x.dtype)
@@ -72,7 +85,7 @@ def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_on
 @register_method(
     "quantize.weight",
     WeightOnlyConfig,
-    supported=(nn.Linear,),
+    supported=LINEAR_TYPES,
     family="quantization",
     help="Weight-only int8 / int4 with group-wise scales: smaller weights, same speed (dequantized per call).",
     aliases=("int4",),
@@ -81,33 +94,34 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
     inputs = _inputs(model, names, ctx, "quantize.weight", linear_only=True)
     replacements, rows = {}, []
     for name in names:
-        old: nn.Linear = model.get_submodule(name)
+        old = model.get_submodule(name)
+        view = linear_view(old)
         if parent_reads_weight(model, name):
             rows.append(layer_row(name, "quantize.weight", old, None, skipped=parent_reads_weight(model, name)))
             continue
-        group = min(config.group_size, old.in_features)
-        if old.in_features % group or (config.bits == 4 and group % 2):
-            rows.append(layer_row(name, "quantize.weight", old, None, skipped=f"its {old.in_features} input "
+        group = min(config.group_size, view.in_features)
+        if view.in_features % group or (config.bits == 4 and group % 2):
+            rows.append(layer_row(name, "quantize.weight", old, None, skipped=f"its {view.in_features} input "
                                   f"columns do not split into groups of {group}; pick a group_size dividing it"))
             continue
         new = WeightOnlyLinear(old, config.bits, group)
         err = output_error(old, new, inputs.get(name, []))
         rows.append(layer_row(name, "quantize.weight", old, new, error=err, error_kind="rel_output_error",
                               detail={"bits": config.bits, "group": group,
-                                      "sqnr_db": round(sqnr_db(old.weight, new.dequantized_weight()), 2)}))
+                                      "sqnr_db": round(sqnr_db(view.weight, new.dequantized_weight()), 2)}))
         replacements[name] = new
     notes = [f"Weight-only int{config.bits}: weights are dequantized to float at each call (no weight-only "
              f"int{config.bits} kernel on this CPU here), so memory and storage shrink but latency does not."]
-    notes += unsupported_note(model, (nn.Linear,), "quantize.weight")
+    notes += unsupported_note(model, LINEAR_TYPES, "quantize.weight")
     return MethodResult(replacements, rows, notes)
 
 
 @register_method(
     "quantize.half",
     HalfConfig,
-    supported=(nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    supported=(*LINEAR_TYPES, nn.Conv1d, nn.Conv2d, nn.Conv3d),
     family="quantization",
-    help="fp16 / bf16 casts of Linear and Conv layers (half the bytes).",
+    help="fp16 / bf16 casts of Linear (and transformers Conv1D) and Conv layers (half the bytes).",
     aliases=("fp16", "bf16"),
 )
 def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any) -> MethodResult:
@@ -122,7 +136,7 @@ def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any)
         if old.weight.dtype == dtype:
             rows.append(layer_row(name, "quantize.half", old, None, skipped=f"already {config.dtype}"))
             continue
-        new = HalfPrecision(copy.deepcopy(old).to(dtype), dtype)
+        new = HalfPrecision(copy.deepcopy(old).to(dtype), dtype, orig_dtype=old.weight.dtype)
         err = output_error(old, new, inputs.get(name, []))
         rows.append(layer_row(name, "quantize.half", old, new, error=err, error_kind="rel_output_error",
                               detail={"dtype": config.dtype,
