@@ -90,7 +90,7 @@ def prune_gradually(
         notes += [n for n in report.notes if n not in notes]
         if fine_tune is not None:
             masks = {n: m.weight != 0 for n, m in work.named_modules()
-                     if isinstance(config, PruneConfig) and getattr(m, "weight", None) is not None}
+                     if isinstance(config, PruneConfig) and isinstance(getattr(m, "weight", None), nn.Parameter)}
             with torch.enable_grad():
                 fine_tune(work, index)
             with torch.no_grad():

@@ -83,6 +83,42 @@ recovered, dreport = jc.distill(narrow, model, train, epochs=1, lr=1e-4, batch_s
 rows.append(measure("25% MLP neurons + 1 epoch distill", recovered))
 
 # %% [markdown]
+# ## The same encoder as a Hugging Face model, with its own tokenizer
+# Most models people bring are Hugging Face models called as `model(**tokenizer(sentences))`. Inside the
+# sentence encoder sits exactly that: a `transformers` `BertModel` (`model[0].auto_model`) and its tokenizer.
+# The tokenizer's output (a `BatchEncoding`) is the example input; a plain list of sentences is the calibration
+# data (`tokenizer=` says how to turn it into inputs); the compressed model is still called like the original.
+
+# %%
+hf, tok = model[0].auto_model, model.tokenizer
+enc = tok(held_out[:32], padding=True, truncation=True, return_tensors="pt")
+print(type(hf).__name__, type(enc).__name__, list(enc.keys()))
+
+
+def pooled(m, inputs):
+    with torch.inference_mode():
+        hidden = m(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].unsqueeze(-1).float()
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+hf_int8, hf_report = jc.compress(hf, jc.DynamicQuantConfig(), example_inputs=enc, data=corpus(64), tokenizer=tok,
+                                 measure=False)
+hf_narrow, hf_narrow_report = jc.compress(hf, mlp, example_inputs=enc, measure=False)  # the plan used above
+for label, small in (("int8 preset, calibrated on sentences", hf_int8), ("25% of MLP neurons", hf_narrow)):
+    cos = cosine(pooled(hf, enc), pooled(small, enc))
+    print(f"{label:<38} cosine {float(cos.mean()):.4f}  parameters {jc.count_params(hf):,} -> {jc.count_params(small):,}")
+
+# %% [markdown]
+# Without any example inputs the tool builds some from the tokenizer and says so; layer types no step
+# handles are named with their share of the bytes (here the embedding tables):
+
+# %%
+_, auto_report = jc.compress(hf, jc.PruneConfig(amount=0.3), tokenizer=tok, measure=False)
+for note in auto_report.notes:
+    print("-", note)
+
+# %% [markdown]
 # ## The table, and saving a result
 # Every cell measured above, on this model and this CPU. "Smaller in memory" counts the whole model:
 # the 30,522 x 384 word-embedding table (about half the bytes) stays in float32 under every method here.

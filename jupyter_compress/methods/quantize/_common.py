@@ -113,6 +113,8 @@ def _shapes(batch: Any) -> list[tuple[str, torch.Tensor]]:
     if isinstance(batch, Mapping):
         return [(str(k), v) for k, v in batch.items() if isinstance(v, torch.Tensor)]
     if isinstance(batch, (tuple, list)):
+        if len(batch) == 1 and isinstance(batch[0], Mapping):  # (features,): one mapping passed whole
+            return _shapes(batch[0])
         return [(f"input {i}", v) for i, v in enumerate(batch) if isinstance(v, torch.Tensor)]
     return []
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ...core.config import Boolean, Interval, MethodConfig, param
+from ...core.metrics import model_bytes
 from ...core.registry import MethodResult, register_method
 from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
@@ -136,6 +137,15 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
                 notes.append(f"{region}: ONNX export failed ({type(exc).__name__}: {str(exc)[:120]}); "
                              f"its Linears use torch's int8 kernels instead.")
             else:
+                grown = model_bytes(new) - model_bytes(model.get_submodule(region))
+                if grown > 0 and config.backend == "auto":
+                    # a small region: the ONNX graph's structure outweighs what int8 saves (deterministic: the
+                    # choice depends on sizes, never on timings, so a replayed plan makes the same model)
+                    notes.append(f"{region}: its ONNX Runtime graph would be {grown:,} bytes larger than its "
+                                 f"float weights, so its Linears use torch's int8 kernels (the model stays "
+                                 f"smaller); backend='onnxruntime' forces that route.")
+                    region = None
+            if region is not None:
                 replacements[region] = new
                 rows += region_rows
                 notes += region_notes

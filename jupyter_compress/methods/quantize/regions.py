@@ -15,6 +15,7 @@ from torch import nn
 from ...core.metrics import count_nonzero, count_params, model_bytes, relative_error
 from ...core.report import LayerRow
 from ...core.ties import tied_groups
+from .._common import linear_view
 from ._common import output_error, sqnr_db
 from .ort import _flatten, export_quantized
 
@@ -131,7 +132,7 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
             params_before=p, params_after=0, nonzeros_before=nz, nonzeros_after=0, bytes_before=b, bytes_after=after,
             error=errors[name], error_kind="rel_output_error", skipped=skipped,
             detail={"backend": "onnxruntime", "weight_bits": bits,
-                    "sqnr_db": round(sqnr_db(layer.weight, _dq(layer, config, bits)), 2)}))
+                    "sqnr_db": round(sqnr_db(linear_view(layer).weight, _dq(layer, config, bits)), 2)}))
     rows.append(LayerRow(
         name=region, method="quantize.dynamic", layer_type=f"{type(module).__name__} (other layers)",
         new_type="OrtModule", params_before=count_params(module) - sum_params, params_after=0,
@@ -147,7 +148,7 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
 def _dq(layer: nn.Linear, config, bits: int) -> torch.Tensor:
     from .qlinear import quantize_rows
 
-    q, scale = quantize_rows(layer.weight, config.per_channel, bits)
+    q, scale = quantize_rows(linear_view(layer).weight, config.per_channel, bits)
     return q.float() * scale[:, None]
 
 
