@@ -136,6 +136,7 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
                     raise
                 notes.append(f"{region}: ONNX export failed ({type(exc).__name__}: {str(exc)[:120]}); "
                              f"its Linears use torch's int8 kernels instead.")
+                region = None
             else:
                 grown = model_bytes(new) - model_bytes(model.get_submodule(region))
                 if grown > 0 and config.backend == "auto":
