@@ -19,42 +19,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._common import Conv1D as HFConv1D  # the lazy stand-in for transformers' Conv1D
+from ._common import hf_conv1d_class as conv1d_class
 from ._groups import attention_heads
 
 __all__ = ["HFConv1D", "conv1d_class", "customized_pruners", "has_conv1d", "group_scores", "AttentionSpec", "attention_specs",
            "head_attributes_update", "fused_head_scores", "prune_fused_heads", "uses_hf", "width_reason",
            "attention_roles", "GroupHolds"]
-
-
-def conv1d_class() -> type | None:
-    """``transformers.pytorch_utils.Conv1D`` when transformers is loaded, else None (never imports it)."""
-    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
-
-
-class _LazyType(type):
-    def __instancecheck__(cls, obj: Any) -> bool:
-        real = conv1d_class()
-        return real is not None and isinstance(obj, real)
-
-    def __subclasscheck__(cls, sub: type) -> bool:
-        real = conv1d_class()
-        return sub is cls or (real is not None and isinstance(sub, type) and issubclass(sub, real))
-
-
-class HFConv1D(metaclass=_LazyType):
-    """Stands for transformers' ``Conv1D`` in ``isinstance`` checks and in a method's supported types."""
-
-    def __new__(cls, *args, **kwargs):
-        raise TypeError("HFConv1D only stands for transformers' Conv1D in isinstance checks")
-
-
-HFConv1D.__name__ = "Conv1D"
 
 
 @functools.lru_cache(maxsize=1)
