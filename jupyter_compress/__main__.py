@@ -7,9 +7,9 @@ Subcommands: ``run`` (compress, evaluate, save, check thresholds), ``validate PL
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from .core.jsonsafe import dumps
 from .core.plan import Plan
 from .core.registry import list_methods
 from .errors import CompressError
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "methods":
         methods = list_methods()
         if args.json:
-            print(json.dumps(methods, indent=2, default=str))
+            print(dumps(methods, indent=2, default=str))
         else:
             width = max(len(x["name"]) for x in methods)
             for x in methods:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.apply import compress
+from .core.jsonsafe import dumps
 from .core.plan import Plan
 from .core.report import Report
 from .errors import CompressError
@@ -88,6 +89,7 @@ def _value(obj: Any) -> Any:
 
 def run_command(args) -> int:
     from .io import save
+    from .io.artifact import ARTIFACT_NAME
 
     plan = Plan.load(args.plan)
     factory = resolve_object(args.model, "model")
@@ -109,13 +111,13 @@ def run_command(args) -> int:
     report.notes += [f"THRESHOLD CROSSED: {c}." for c in crossed]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save(small, report, out / "model.safetensors", example_inputs=example, data=data)
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    save(small, report, out / ARTIFACT_NAME, example_inputs=example, data=data)
+    (out / "report.json").write_text(dumps(report.to_dict(), indent=2, default=str))
     (out / "report.html").write_text(report.to_html())
     (out / "plan.yaml").write_text(Plan.from_dict(report.plan).to_yaml())
     print(f"[jupyter-compress] wrote {out}/model.safetensors, report.json, report.html, plan.yaml", file=sys.stderr)
     if args.json:
-        print(json.dumps({"ok": not crossed, "crossed": crossed, "out": str(out), "report": report.to_dict()},
+        print(dumps({"ok": not crossed, "crossed": crossed, "out": str(out), "report": report.to_dict()},
                          default=str))
     else:
         print(report.to_text())
@@ -130,5 +132,5 @@ def report_command(args) -> int:
         raise UsageError(f"no report.json in {args.dir}; give the --out folder of a 'run'.")
     report = Report.from_dict(json.loads(file.read_text()))
     print({"text": report.to_text, "html": report.to_html,
-           "json": lambda: json.dumps(report.to_dict(), indent=2, default=str)}[args.format]())
+           "json": lambda: dumps(report.to_dict(), indent=2, default=str)}[args.format]())
     return 0

@@ -99,3 +99,16 @@ def test_compare_minilm_short():
     cos0 = torch.nn.functional.cosine_similarity(ref.double(), out.double()).mean().item()
     assert 0 < svd["quality_after"] < 1 and abs(cos0 - svd["quality_after"]) < 0.2  # batch 0 vs both
     assert svd["size_ratio"] > 1.2 and svd["quality_before"] == pytest.approx(1.0)
+
+
+def test_display_bundle_is_a_table_not_a_json_tree():
+    """JupyterLab ranks its JSON tree viewer ahead of text/html, so the bundle carries no JSON (issue 18)."""
+    row = {"label": "low-rank (svd)", "family": "decomposition", "needs_data_text": "no", "size_ratio": 2.0,
+           "sparse_ratio": 2.0, "quality_before": 0.99, "quality_after": 0.95, "quality_change": -0.04,
+           "latency_ratio": 0.8, "compress_s": 0.1, "needs_retraining": "advised: lost 0.04",
+           "hardware": "yes: 1.25x faster here", "plan": "svd(rank=0.5)"}
+    table = ComparisonTable([row], budget=0.5, quality_key="accuracy", hardware="cpu")
+    bundle = table._repr_mimebundle_()
+    assert set(bundle) == {"text/plain", "text/html"}
+    assert "<table" in bundle["text/html"] and "low-rank (svd)" in bundle["text/html"]
+    assert json.loads(json.dumps(table.to_dict()))["rows"][0]["label"] == "low-rank (svd)"

@@ -165,7 +165,8 @@ def test_replacements_export_to_onnx_and_agree():
                           nn.Flatten(), nn.Linear(16 * 6 * 6, 40)).eval()
     x = torch.randn(2, 8, 6, 6)
     plan = jc.Plan.of(jc.Step(jc.TuckerConfig(rank=0.5), jc.Selector(layers=("0",))),
-                      jc.Step(jc.CPConfig(rank=0.5), jc.Selector(layers=("2",))), jc.TTConfig(rank=0.5))
+                      jc.Step(jc.CPConfig(rank=0.5), jc.Selector(layers=("2",))),
+                      jc.TTConfig(rank=0.5, keep_head=False))  # the output Linear too
     small, report = jc.compress(model, plan)
     assert len(report.compressed_rows) == 3
     f = io.BytesIO()

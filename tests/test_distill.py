@@ -217,7 +217,7 @@ def test_other_bad_options():
     with pytest.raises(jc.InvalidConfigError, match="val_data"):
         jc.distill(_student(), teacher, X, metric="accuracy", progress=False)
     with pytest.raises(jc.InvalidConfigError, match="patience"):
-        jc.distill(_student(), teacher, X, patience=0, val_data=X, progress=False)
+        jc.distill(_student(), teacher, X, patience=-1, val_data=X, progress=False)
     with pytest.raises(jc.InvalidConfigError, match="teacher itself"):
         jc.distill(teacher, teacher, X, progress=False)
     with pytest.raises(jc.InvalidConfigError, match="needs data"):

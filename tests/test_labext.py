@@ -34,6 +34,14 @@ def test_one_version_for_python_and_the_extension():
     assert package["version"] == jupyter_compress.__version__ == py_version
 
 
+def test_the_extension_ships_the_bokehjs_of_the_python_bokeh():
+    """Report plots travel as bokeh JSON items drawn by the BokehJS the extension ships (issue 18): the
+    two must be one version (bump @bokeh/bokehjs in labextension/package.json with the bokeh pin)."""
+    bokeh = pytest.importorskip("bokeh")
+    package = json.loads((LABEXT / "package.json").read_text())
+    assert package["dependencies"]["@bokeh/bokehjs"] == bokeh.__version__
+
+
 def test_report_json_carries_the_python_summary_for_the_renderer():
     """The renderer (labextension/src/report.ts) shows the summary lines embedded in the report JSON,
     so it cannot drift from Python's Report.summary(); its own computation is only a fallback for
@@ -43,6 +51,24 @@ def test_report_json_carries_the_python_summary_for_the_renderer():
     data = json.loads(json.dumps(report.to_dict()))
     assert data["summary"] == [list(line) for line in report.summary()]
     assert Report.from_dict(data).summary() == report.summary()
+
+
+def test_report_json_carries_the_threshold_lines_and_layer_table_for_the_renderer():
+    """The renderer shows a crossed threshold first and the per-layer table from cells Python wrote (issue 18),
+    the same ones the text and HTML views show; the fixture the TypeScript tests use holds them."""
+    fixture = json.loads((LABEXT / "tests" / "fixtures" / "report.json").read_text())
+    report = Report.from_dict(fixture["report"])
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert data["layer_table"] == fixture["layer_table"]
+    assert data["layer_table"]["head"][0] == "layer" and len(data["layer_table"]["rows"]) == len(report.rows)
+    text = " ".join(report.to_text().split())
+    assert all(" ".join(" ".join(cells).split()) in text for cells in data["layer_table"]["rows"])
+    assert data["threshold_lines"] == []
+    report.thresholds = fixture["thresholds"]
+    data = json.loads(json.dumps(report._repr_mimebundle_()["application/vnd.jupyter-compress.report+json"]))
+    assert data["threshold_lines"] == fixture["threshold_lines"] == report.threshold_lines()
+    assert fixture["threshold_lines"][0].startswith("FAIL: ") and data["passed"] is False
+    assert fixture["threshold_lines"][0] in report.to_text()
 
 
 def test_report_json_carries_its_plots_for_the_renderer_but_report_json_files_do_not():

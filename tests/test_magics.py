@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -186,7 +188,7 @@ def test_report_and_methods_magics(shell, ns, capsys):
 
 
 def test_settings_are_validated_where_used(shell, ns):
-    for setting, message in (("bokeh_resources = 'nowhere'", "must be 'inline' or an http(s) URL"),
+    for setting, message in (("bokeh_resources = 'nowhere'", "must be 'extension', 'inline' or an http(s)"),
                              ("device = 'tpu9'", "is not a device"),
                              ("device = 'cuda'", "not available on this machine")):
         run(shell, f"%config CompressMagics.{setting}")
@@ -199,7 +201,7 @@ def test_settings_are_validated_where_used(shell, ns):
             result = shell.run_cell("%compress model --prune 0.5 --no-report")
             assert isinstance(result.error_in_exec, UsageError) and message in str(result.error_in_exec)
         finally:
-            run(shell, "%config CompressMagics.bokeh_resources = 'inline'")
+            run(shell, "%config CompressMagics.bokeh_resources = 'extension'")
             run(shell, "%config CompressMagics.device = ''")
 
 
@@ -216,9 +218,11 @@ def test_tune_compare_and_plots_options(shell, ns, capsys):
     result = shell.run_cell("%compress model --compare")
     assert isinstance(result.error_in_exec, UsageError) and "--data" in str(result.error_in_exec)
     run(shell, "%compress model --prune 0.5 --plots --as plotted")
-    assert ns["_compress_report"].plots_html  # figures attached to the displayed report
+    report = ns["_compress_report"]
+    assert report.plot_items and not report.plots_html  # figures attached as data, drawn by the extension
+    assert len(json.dumps(report._repr_mimebundle_())) < 300_000  # no BokehJS (1.7 MB) in the output
     run(shell, "%compress model --prune 0.5 --no-plots --as plain")
-    assert not ns["_compress_report"].plots_html
+    assert not ns["_compress_report"].plot_items and not ns["_compress_report"].plots_html
 
 
 def test_distill_option_recovers_after_pruning(shell, ns):
@@ -226,7 +230,8 @@ def test_distill_option_recovers_after_pruning(shell, ns):
     steps = ns["_compress_report"].plan["steps"]
     assert [s["method"] for s in steps] == ["prune.structured", "distill"] and steps[1]["epochs"] == 2
     run(shell, "%compress model --prune 0.5 --distill --data xy --as rec3 --no-report")
-    assert ns["_compress_report"].plan["steps"][1]["epochs"] == 3
+    # alone: the default cap, with the plateau stop (patience) ending training once the loss stops improving
+    assert ns["_compress_report"].plan["steps"][1]["epochs"] == jc.DistillConfig.epochs
     result = shell.run_cell("%compress model --prune 0.5 --distill")
     assert isinstance(result.error_in_exec, UsageError) and "add --data" in str(result.error_in_exec)
     result = shell.run_cell("%compress model --prune 0.5 --distill zero --data xy")
@@ -276,3 +281,17 @@ def test_tokenizer_that_is_not_callable_is_one_line(shell, ns):
     run(shell, "notatok = 3")
     with pytest.raises(UsageError, match="--tokenizer notatok"):
         run(shell, "%compress model --prune 0.5 --tokenizer notatok")
+
+
+def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "bokeh" or m.startswith(("bokeh.", "jupyter_compress.plotting"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "bokeh", None)  # import bokeh -> ImportError, as when it is not installed
+    run(shell, "%compress model --prune 0.5 --as nobokeh --plots")
+    out = capsys.readouterr().out
+    assert "jupyter_compress report" in out
+    hint = [line for line in out.splitlines() if line.startswith("(no plots")]
+    assert len(hint) == 1 and "bokeh" in hint[0]
+    assert "nobokeh" in ns

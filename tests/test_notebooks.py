@@ -33,6 +33,9 @@ def test_notebook_executes(path, tmp_path):
         report = json.loads(Path(paths["report"]).read_text())
         assert report["model_params_after"] < report["model_params_before"]
         assert 0.0 <= report["metrics_after"]["accuracy"] <= 1.0
+        # saved with its outputs it holds plot data, never BokehJS (1.7 MB; the extension ships it): issue 18
+        assert Path(paths["notebook"]).stat().st_size < 1_000_000
+        assert "Bokeh.set_log_level" not in Path(paths["notebook"]).read_text()
 
 
 def test_notebooks_are_built_from_their_sources():

@@ -139,8 +139,44 @@ def test_bokehjs_is_inline_once_and_server_mode_embeds_none(run):
         with pytest.raises(ValueError, match="root_url"):
             plotting.configure("server")
     finally:
-        plotting.configure("inline")
-    assert resources.resources_mode() == "inline"
+        plotting.configure("extension")
+    assert resources.resources_mode() == "extension"
+
+
+def test_extension_mode_outputs_carry_data_only(run):
+    """The default: the extension ships BokehJS; reports carry JSON items, HTML a script that asks the
+    extension to draw the item (issue 18: a saved notebook holds no BokehJS)."""
+    import json
+
+    from jupyter_compress import plotting
+    from jupyter_compress.plotting import figures as F
+    from jupyter_compress.plotting import resources
+
+    model, small, report = run
+    resources.configure("extension")  # the default (another test may have chosen "inline")
+    fig = F.errors_figure(report)
+    html = plotting.figure_html(fig)
+    assert "window.jupyterCompressBokeh" in html and "embed_item" in html and len(html) < 50_000
+    assert "<script src=" not in html and "http" not in html.split("<script")[1]  # nothing fetched
+    assert plotting.load_bokehjs().html == ""
+    report.plots_html.clear()
+    report.plot_items.clear()
+    plotting.attach_plots(report, model, small)
+    assert not report.plots_html and len(report.plot_items) == 6
+    bundle = report._repr_mimebundle_()
+    data = json.loads(json.dumps(bundle[jc_mime()], allow_nan=False))
+    assert [t for t, _ in data["plot_items"]] == [t for t, _ in report.plot_items] and "plots_html" not in data
+    assert json.loads(data["plot_items"][0][1])["doc"]["version"]  # a bokeh JSON item, as JSON text
+    assert "jupyter-compress JupyterLab extension" in bundle["text/html"]
+    assert len(json.dumps(bundle)) < 300_000  # BokehJS alone is 1.7 MB
+    assert "plot_items" not in report.to_dict()
+    report.plot_items.clear()
+
+
+def jc_mime() -> str:
+    from jupyter_compress.core.report import REPORT_MIME
+
+    return REPORT_MIME
 
 
 def test_attach_plots_puts_figures_into_the_html(run):
@@ -148,11 +184,18 @@ def test_attach_plots_puts_figures_into_the_html(run):
 
     model, small, report = run
     report.plots_html.clear()
-    plotting.attach_plots(report, model, small)
+    try:
+        plotting.configure("inline")  # for front ends without the extension
+        plotting.attach_plots(report, model, small)
+    finally:
+        plotting.configure("extension")
     html = report.to_html()
     assert html.count('class="jupyter-compress-plot"') == 6
     assert "plots_html" not in report.to_dict()
+    # the JSON carries the plots once, as data (the HTML keeps its own copy for other front ends)
+    assert "plots_html" not in report._repr_mimebundle_()[jc_mime()]
     report.plots_html.clear()
+    report.plot_items.clear()
 
 
 def test_live_curve_data_and_in_place_updates():

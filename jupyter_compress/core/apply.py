@@ -66,6 +66,8 @@ class Context:
     step_index: int = 0
     # the model as it was before the plan ran (built on first call): a teacher for recovery procedures
     original: Callable[[], nn.Module] | None = None
+    # the step's selector: a method may treat layers the user named exactly differently (e.g. keep_head)
+    selector: Any = None
 
 
 def applied_plans(model: nn.Module) -> list[Plan]:
@@ -173,7 +175,8 @@ def _run(
             names = step.selector.select(model, method.supported, method.name)
             start = time.perf_counter()
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
-                          step_index=index, original=_original_of(model, reference or model, swaps))
+                          step_index=index, original=_original_of(model, reference or model, swaps),
+                          selector=step.selector)
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             dropped, tie_notes = keep_ties(model, result.replacements, method.name)

@@ -42,14 +42,31 @@ def _unique_tensors(module: nn.Module, buffers: bool = True) -> Iterator[torch.T
             yield t
 
 
+def _held(module: nn.Module, nonzero: bool) -> int:
+    """Parameter elements that modules hold outside ``nn.Parameter``s.
+
+    A quantized layer keeps its weights as buffers (int8 / packed int4) and an ONNX Runtime region inside a
+    graph; they are still the model's parameters. Such a module says how many with a method
+    ``held_parameters(nonzero: bool = False) -> int`` (duck-typed: core imports no method module).
+    """
+    total = 0
+    for m in module.modules():
+        held = getattr(m, "held_parameters", None)
+        if callable(held):
+            total += int(held(nonzero=nonzero))
+    return total
+
+
 def count_params(module: nn.Module) -> int:
-    """Number of parameter elements (tied parameters counted once)."""
-    return sum(p.numel() for p in _unique_tensors(module, buffers=False))
+    """Number of parameter elements (tied parameters counted once), quantized weights included: a layer
+    whose weights are stored as int8 / int4 buffers counts them as parameters (see ``held_parameters``)."""
+    return sum(p.numel() for p in _unique_tensors(module, buffers=False)) + _held(module, nonzero=False)
 
 
 def count_nonzero(module: nn.Module) -> int:
-    """Number of non-zero parameter elements."""
-    return sum(int(torch.count_nonzero(p.detach())) for p in _unique_tensors(module, buffers=False))
+    """Number of non-zero parameter elements (quantized weights included, as in :func:`count_params`)."""
+    return (sum(int(torch.count_nonzero(p.detach())) for p in _unique_tensors(module, buffers=False))
+            + _held(module, nonzero=True))
 
 
 def bytes_by_dtype(module: nn.Module, buffers: bool = True) -> dict[str, int]:

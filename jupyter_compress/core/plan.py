@@ -1,6 +1,7 @@
 """Plans: ordered steps (selector + method config), a seed and the versions used.
 
-A plan round-trips losslessly through JSON and YAML (safe loading only). The
+A plan round-trips losslessly through JSON and YAML (safe loading only; floats are written to 12
+significant digits, as a person would write them, see :func:`tidy_float`). The
 body of a generated ``%%compress`` cell *is* a plan in YAML, for example::
 
     jupyter_compress_plan: 1
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import platform
 import warnings
 from collections.abc import Iterable
@@ -26,15 +28,36 @@ import yaml
 
 from ..errors import PlanError, SchemaVersionError
 from .config import MethodConfig
+from .jsonsafe import dumps
 from .registry import get_method, method_for_config
 from .selection import Selector
 
-__all__ = ["Step", "Plan", "PLAN_SCHEMA", "current_versions"]
+__all__ = ["Step", "Plan", "PLAN_SCHEMA", "current_versions", "tidy_float"]
 
 PLAN_SCHEMA = 1
 _SCHEMA_KEY = "jupyter_compress_plan"
 _SELECTOR_KEYS = ("layers", "types", "exclude")
 _TOP_KEYS = (_SCHEMA_KEY, "seed", "versions", "steps")
+
+
+def tidy_float(value: float, digits: int = 12) -> float:
+    """``value`` as a person would write it: rounded to ``digits`` significant digits, so that float noise
+    from arithmetic (``0.8000000000000002``, ``0.5000000000000001``) is written ``0.8`` / ``0.5``. Plans are
+    serialized through this (YAML and JSON), and the tuning panel builds its configs from tidied values, so
+    a plan re-read from its text equals the plan that was applied."""
+    if not isinstance(value, float) or not math.isfinite(value) or value == 0.0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def _tidy(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return tidy_float(obj)
+    if isinstance(obj, dict):
+        return {k: _tidy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_tidy(v) for v in obj)
+    return obj
 
 
 def current_versions() -> dict[str, str]:
@@ -172,7 +195,7 @@ class Plan:
         )
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return dumps(_tidy(self.to_dict()), indent=indent)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
@@ -183,7 +206,7 @@ class Plan:
         return cls.from_dict(data)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return yaml.safe_dump(_tidy(self.to_dict()), sort_keys=False, default_flow_style=False)
 
     @classmethod
     def from_yaml(cls, text: str) -> Plan:

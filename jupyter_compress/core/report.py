@@ -7,6 +7,8 @@ import html
 import math
 from typing import Any
 
+from .jsonsafe import json_restore, json_safe
+
 __all__ = ["LayerRow", "Report", "REPORT_MIME"]
 
 REPORT_MIME = "application/vnd.jupyter-compress.report+json"
@@ -34,7 +36,7 @@ class LayerRow:
     skipped: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return json_safe(dataclasses.asdict(self))
 
 
 def _fmt_bytes(n: float) -> str:
@@ -90,7 +92,13 @@ _SHOWN_BY_TOTALS = ("params", "nonzeros")
 
 @dataclasses.dataclass
 class Report:
-    """The result of a compression: per-layer rows, model totals, metrics and plain-word notes."""
+    """The result of a compression: per-layer rows, model totals, metrics and plain-word notes.
+
+    ``to_dict()`` is strict JSON data (``json.dumps(report.to_dict(), allow_nan=False)`` always works): a
+    non-finite float (an SQNR of infinity for an exactly representable layer, a NaN metric) is written as
+    the string ``"Infinity"``, ``"-Infinity"`` or ``"NaN"`` (see :mod:`jupyter_compress.core.jsonsafe`), and
+    ``from_dict`` reads those strings back as floats (in metrics, timings, history, thresholds and rows).
+    """
 
     rows: list[LayerRow]
     plan: dict[str, Any]
@@ -110,6 +118,9 @@ class Report:
     # HTML fragments (plots) shown under the summary; in the notebook's JSON (see _repr_mimebundle_), not in
     # to_dict() by default (a report.json stays small).
     plots_html: list[tuple[str, str]] = dataclasses.field(default_factory=list, repr=False, compare=False)
+    # Plots as bokeh JSON items (data only, no BokehJS), each a JSON *string*: a notebook is saved with its keys
+    # sorted, which would put bokeh's references ahead of their definitions. The extension draws them.
+    plot_items: list[tuple[str, str]] = dataclasses.field(default_factory=list, repr=False, compare=False)
 
     @property
     def passed(self) -> bool | None:
@@ -122,6 +133,13 @@ class Report:
     def attach_html(self, title: str, fragment: str) -> None:
         """Show ``fragment`` (e.g. a plot's HTML, see :mod:`jupyter_compress.plotting`) in the HTML view."""
         self.plots_html.append((title, fragment))
+
+    def attach_plot(self, title: str, item: dict[str, Any] | str) -> None:
+        """Attach a plot as a bokeh JSON item (``bokeh.embed.json_item``, or its JSON text), drawn by the
+        JupyterLab extension."""
+        import json
+
+        self.plot_items.append((title, item if isinstance(item, str) else json.dumps(item)))
 
     LARGER = "LARGER than the original"
 
@@ -154,21 +172,32 @@ class Report:
         """Plain JSON data; ``plots=True`` adds ``plots_html`` ([title, HTML] pairs), which may hold BokehJS."""
         data = dataclasses.asdict(self)
         data.pop("plots_html")
-        if plots and self.plots_html:
+        data.pop("plot_items")
+        if plots and self.plot_items:  # data only: the extension draws them with its own BokehJS
+            data["plot_items"] = [[title, item] for title, item in self.plot_items]
+        elif plots and self.plots_html:
             data["plots_html"] = [[title, fragment] for title, fragment in self.plots_html]
         data["totals"] = self.totals
         data["passed"] = self.passed
         data["headline"] = self.headline
         # the rendered summary travels with the data, so the JupyterLab renderer shows exactly these lines
         data["summary"] = [list(line) for line in self.summary()]
-        return data
+        # ... and so do the threshold lines (parallel to ``thresholds``) and the per-layer table's cells
+        data["threshold_lines"] = self.threshold_lines()
+        data["layer_table"] = {"head": list(self._HEAD), "rows": [self._row_cells(r) for r in self.rows]}
+        return json_safe(data)
+
+    # fields whose strings are the user's words, never a non-finite number written as a string
+    _TEXT_FIELDS = ("plan", "notes")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         fields = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in fields}
-        kwargs["rows"] = [LayerRow(**r) for r in data.get("rows", [])]
+        kwargs = {k: (v if k in cls._TEXT_FIELDS else json_restore(v)) for k, v in data.items() if k in fields}
+        kwargs["rows"] = [LayerRow(**{k: (v if k in ("name", "skipped") else json_restore(v)) for k, v in r.items()})
+                          for r in data.get("rows", [])]
         kwargs["plots_html"] = [(str(t), str(f)) for t, f in data.get("plots_html") or []]
+        kwargs["plot_items"] = [(str(t), str(item)) for t, item in data.get("plot_items") or []]
         return cls(**kwargs)
 
     # -- rendering ---------------------------------------------------------
@@ -287,6 +316,11 @@ class Report:
             parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in self.notes) + "</ul>")
         for title, fragment in self.plots_html:  # trusted HTML built by jupyter_compress.plotting
             parts.append(f'<div class="jupyter-compress-plot"><b>{esc(title)}</b>{fragment}</div>')
+        if self.plot_items and not self.plots_html:
+            titles = ", ".join(title for title, _ in self.plot_items)
+            parts.append(f'<div style="font-style:italic">plots ({esc(titles)}): shown by the jupyter-compress '
+                         "JupyterLab extension; elsewhere set %config CompressMagics.bokeh_resources = 'inline' "
+                         "before the report</div>")
         parts.append("</div>")
         return "".join(parts)
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..core.apply import compress_, forget_undo
+from ..core.jsonsafe import dumps
 from ..core.plan import Plan, current_versions
 from ..core.registry import get_method
 from ..core.report import Report
@@ -112,7 +113,7 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={_KEY: json.dumps(manifest, default=str)})
+        save_file(tensors, tmp, metadata={_KEY: dumps(manifest, default=str)})
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -122,15 +123,37 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
     return path
 
 
+ARTIFACT_NAME = "model.safetensors"  # the file `jupyter-compress run --out FOLDER` writes in its folder
+
+
+class ArtifactNotFoundError(CompressError, FileNotFoundError):
+    """No artifact at the given path (``except FileNotFoundError`` still catches it)."""
+
+
+def artifact_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/model.safetensors`` for a folder (the output folder of the CLI's ``run``);
+    a missing file raises a one-line :class:`ArtifactNotFoundError`."""
+    path = Path(path)
+    if path.is_dir():
+        inside = path / ARTIFACT_NAME
+        if not inside.is_file():
+            raise ArtifactNotFoundError(f"{path} is a folder without {ARTIFACT_NAME} in it; pass the .safetensors "
+                                        f"file that save() wrote, or the --out folder of 'jupyter-compress run'.")
+        return inside
+    if not path.exists():
+        raise ArtifactNotFoundError(f"{path}: no such file.")
+    return path
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of an artifact (plan, report, versions...), checked for schema version."""
+    """The manifest of an artifact (plan, report, versions...), checked for schema version. ``path``: the
+    ``.safetensors`` file, or a folder holding ``model.safetensors`` (the CLI's ``run --out`` folder)."""
     from safetensors import safe_open
 
+    path = artifact_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except FileNotFoundError:
-        raise
     except Exception as exc:
         raise CompressError(f"{path} is not a readable jupyter_compress artifact (truncated or corrupt: "
                             f"{str(exc).splitlines()[0][:120]}).") from None
@@ -161,11 +184,13 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     """Rebuild a saved model: a fresh model from ``model_factory`` (a callable, or a module that is
     used as it is), the saved plan replayed on it, then the saved weights loaded.
 
-    Any mismatch (digest, missing or extra keys, shapes) raises a one-line CompressError and no model
-    is returned half-loaded.
+    ``path``: the ``.safetensors`` file :func:`save` wrote, or a folder holding ``model.safetensors`` (the
+    ``--out`` folder of ``jupyter-compress run``). Any mismatch (digest, missing or extra keys, shapes), or no
+    such file, raises a one-line CompressError and no model is returned half-loaded.
     """
     from safetensors.torch import load_file
 
+    path = artifact_file(path)
     manifest = read_manifest(path)
     try:
         tensors = load_file(str(path))

@@ -31,6 +31,7 @@ from ..core.registry import MethodResult, register_method
 from ..errors import CompressError, InvalidConfigError
 from ._common import layer_row
 from ._groups import block_scores, choose_global, n_remove, ratio_for
+from ._head import output_layer
 from ._hf_structured import (
     GroupHolds,
     HFConv1D,
@@ -187,7 +188,7 @@ def apply_structured(model: nn.Module, names: list[str], config: StructuredPrune
     if config.keep_first and order and order[0] in reads_input:  # a stem that reads the input itself
         protected[order[0]] = "first layer (keep_first)"
     if config.keep_head and order:
-        protected[order[-1]] = "last layer / head (keep_head)"
+        protected[output_layer(work, order)] = "last layer / head (keep_head)"
     chosen = [n for n in names if n not in protected]
     ignored_names = {n for n, m in work.named_modules() if isinstance(m, ROOTS) and n not in chosen}
     graph, ignored = _trace(work, ctx.example_inputs, ignored_names)

@@ -19,9 +19,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["COMM_TARGET", "CellRequest", "current_cell_id", "request_cell_below", "insert_cell_below"]
+__all__ = ["COMM_TARGET", "CellRequest", "current_cell_id", "in_terminal", "request_cell_below",
+           "insert_cell_below", "TUNE_TERMINAL_HINT"]
 
 COMM_TARGET = "jupyter_compress.cells"
+TUNE_TERMINAL_HINT = ("%compress --tune needs a notebook (ipywidgets): open the notebook in JupyterLab or "
+                      "Notebook 7, or write the plan as a cell with %compress MODEL --prune 0.5 ... --emit-config")
 
 
 def _kernel() -> Any:
@@ -31,6 +34,25 @@ def _kernel() -> Any:
         return None
     shell = get_ipython()
     return getattr(shell, "kernel", None)
+
+
+def in_terminal(shell: Any = None) -> bool:
+    """True in a terminal IPython (``ipython``, ``ipython -c``): no kernel, so no widget front end.
+
+    A kernel's shell, or a plain ``InteractiveShell`` (tests, embedding), is not a terminal."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            return False
+        shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is not None:
+        return False
+    try:
+        from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    except ImportError:  # pragma: no cover - prompt_toolkit missing: no terminal shell either
+        return False
+    return isinstance(shell, TerminalInteractiveShell)
 
 
 def current_cell_id() -> str | None:

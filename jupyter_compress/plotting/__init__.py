@@ -2,9 +2,9 @@
 
     >>> from jupyter_compress import plotting
     >>> plotting.attach_plots(report, model, small)   # the report now shows its figures inline
-    >>> plotting.configure("inline")                 # BokehJS from the installed package, once
+    >>> plotting.configure("inline")                 # BokehJS in the notebook (default: the extension's)
 
-Needs the ``plots`` extra (bokeh). Importing ``jupyter_compress`` does not import this package.
+Uses bokeh (a dependency). Importing ``jupyter_compress`` does not import this package.
 """
 
 from __future__ import annotations
@@ -30,10 +30,16 @@ def report_figures(report: Report, before: nn.Module | None = None, after: nn.Mo
 
 
 def attach_plots(report: Report, before: nn.Module | None = None, after: nn.Module | None = None) -> Report:
-    """Build the report's figures and attach them as HTML, so ``display(report)`` shows them inline
-    and the saved notebook keeps them readable (and interactive) without a kernel."""
+    """Build the report's figures and attach them, so ``display(report)`` shows them inline and the saved
+    notebook keeps them (interactive) without a kernel: as bokeh JSON items, which the JupyterLab extension
+    draws with the BokehJS it ships (no BokehJS in the notebook); in ``"inline"`` or ``"server"`` mode
+    (:func:`configure`) also as HTML for the report's text/html view."""
+    from .resources import figure_item, resources_mode
+
     for title, fig in report_figures(report, before, after):
-        report.attach_html(title, figure_html(fig))
+        report.attach_plot(title, figure_item(fig))
+        if resources_mode() != "extension":
+            report.attach_html(title, figure_html(fig))
     return report
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..core.jsonsafe import dumps, json_restore
+
 __all__ = ["default_cache_dir", "fingerprint", "callable_fingerprint", "JsonCache"]
 
 
@@ -90,7 +92,7 @@ class JsonCache:
             try:
                 data = json.loads(self.path.read_text(encoding="utf-8"))
                 if data.get("key") == key:
-                    self.points = dict(data.get("points", {}))
+                    self.points = json_restore(dict(data.get("points", {})))
             except (OSError, ValueError):
                 self.points = {}  # an unreadable cache is ignored and rewritten
         self.key = key
@@ -103,7 +105,7 @@ class JsonCache:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"key": self.key, "meta": self.meta, "points": self.points})
+        text = dumps({"key": self.key, "meta": self.meta, "points": self.points}, default=str)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..core.jsonsafe import json_safe
+
 __all__ = ["Sensitivity"]
 
 
@@ -95,7 +97,8 @@ class Sensitivity:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Strict JSON data (non-finite floats as strings, see core.jsonsafe)."""
+        return json_safe(dataclasses.asdict(self))
 
     def __repr__(self) -> str:
         return (f"Sensitivity({len(self.points)} points, {len(self.methods)} methods, metric={self.metric!r}, "

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core.apply import compress
 from ..core.evaluate import Evaluator
+from ..core.jsonsafe import json_safe
 from ..core.metrics import model_bytes
 from ..core.metrics_size import disk_sizes
 from ..core.metrics_speed import paired_latency
@@ -104,15 +105,17 @@ class ComparisonTable:
                              x_label="bytes in memory kept (fraction)", y_label=self.quality_key or "quality")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "quality_key": self.quality_key, "hardware": self.hardware,
-                "rows": self.rows}
+        """Strict JSON data (non-finite floats as strings, see core.jsonsafe)."""
+        return json_safe({"budget": self.budget, "quality_key": self.quality_key, "hardware": self.hardware,
+                          "rows": self.rows})
 
     def __repr__(self) -> str:
         return self.to_text()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {"text/plain": self.to_text(), "text/html": self.to_html(),
-                "application/json": self.to_dict()}
+        # No application/json here: JupyterLab ranks its JSON tree viewer ahead of text/html, so the table
+        # would show as a collapsed tree. The data stays available as ``to_dict()``.
+        return {"text/plain": self.to_text(), "text/html": self.to_html()}
 
 
 # Keys the Evaluator itself adds; any other key in the metrics came from the user's eval.

@@ -171,9 +171,9 @@ def run_sweep(task: Callable, items: dict[Hashable, Any], *, shared: Any = None,
     outcome = SweepOutcome({}, {})
     if not items:
         return outcome
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
 
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(len(items), desc=desc, disable=not progress)  # closed and cleared when done
     stream = ex.submit_all(task, shared, items)
     try:
         for key, (status, value) in stream:

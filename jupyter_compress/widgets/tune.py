@@ -20,10 +20,11 @@ from torch import nn
 from .. import __version__
 from ..core.apply import compress, compress_, forget_undo, revert_
 from ..core.metrics import call_model, eval_mode, primary_output, relative_error
-from ..core.plan import Plan, Step
+from ..core.plan import Plan, Step, tidy_float
 from ..core.registry import get_method, list_methods
 from ..core.selection import Selector
 from ..errors import CompressError
+from ..methods._head import split_head
 from ..methods.analysis import LayerSetting, PreviewEngine
 from .controls import config_controls, read_controls
 
@@ -60,6 +61,11 @@ class TunePanel:
         self.debounce_s = debounce_s
         self.engine = PreviewEngine(model)
         self.result: tuple[nn.Module, Any] | None = None
+        # what the last Apply ran: the exact Plan passed to compress / compress_, and where it went
+        # (Generate cell writes this, not whatever the controls say later)
+        self.applied_plan: Plan | None = None
+        self._applied_where: tuple[bool, str] = (False, self.as_name)
+        self._display = None
         self.last_preview = None
         self._generation = 0
         self._timer: threading.Timer | None = None
@@ -113,7 +119,6 @@ class TunePanel:
         self.stop_button = W.Button(description="Stop", button_style="warning", layout=W.Layout(display="none"))
         self._stop = threading.Event()
         self.stop_button.on_click(lambda _: self._stop.set())
-        self._static = None
         self.revert_button.on_click(lambda _: self.revert())
         self.cell_button.on_click(lambda _: self.generate_cell())
         self.code = W.Textarea(layout=W.Layout(width="100%", height="140px", display="none"))
@@ -146,6 +151,11 @@ class TunePanel:
     def _ipython_display_(self):
         from IPython.display import HTML, display
 
+        from ..notebook.cells import TUNE_TERMINAL_HINT, in_terminal
+
+        if in_terminal():  # a terminal IPython: no widget front end, so a hint, not object reprs
+            print(TUNE_TERMINAL_HINT)
+            return
         if self.plot is not None:
             # jupyter_bokeh's view draws with the page's BokehJS (window.Bokeh) and loads none itself: emit
             # it (offline, once per kernel session, see plotting.resources) in an output before the panel's
@@ -154,9 +164,46 @@ class TunePanel:
             loader = load_bokehjs()
             if loader.html:
                 display(HTML(loader.html))
-        display(self.widget)
-        # a static twin, updated on Apply: a notebook reopened without a kernel still shows the choice
-        self._static = display(HTML("<i>jupyter_compress tuning panel: nothing applied yet</i>"), display_id=True)
+        # one output: the live widget, with a one-line text and a static HTML summary beside it (updated on
+        # Apply / Revert), shown where the widget cannot be (a notebook reopened without its kernel, nbconvert)
+        self._display = display(self._repr_mimebundle_(), raw=True, display_id=True)
+
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
+        data = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        data["text/plain"] = self.summary_text()
+        data["text/html"] = self.static_html()
+        return data
+
+    def summary_text(self) -> str:
+        """One line: what the panel is on and what it applied (the widget's text fallback)."""
+        if self.applied_plan is not None:
+            inplace, target = self._applied_where
+            where = f"{self.name} in place" if inplace else f"as {target!r}"
+            state = f"applied {self.applied_plan.describe()} {where}"
+        else:
+            state = "nothing applied yet"
+        return f"jupyter_compress tuning panel on {self.name}: {state} (interactive in a notebook with its kernel)"
+
+    def static_html(self) -> str:
+        """A static summary of the panel: the applied plan (or the controls' plan) and the preview table."""
+        if self.applied_plan is not None:
+            inplace, target = self._applied_where
+            where = f"{self.name} in place" if inplace else f"as <code>{html.escape(target)}</code>"
+            head, plan = f"Applied {where}:", self.applied_plan
+        else:
+            head = "Nothing applied yet; the controls' plan:"
+            try:
+                plan = self.plan()
+            except CompressError:
+                plan = None
+        body = f"<pre>{html.escape(plan.to_yaml())}</pre>" if plan is not None and plan.steps else "<p>(no method)</p>"
+        return (f"<div class='jupyter-compress-tune-static'><b>jupyter_compress tuning panel</b> on "
+                f"<code>{html.escape(self.name)}</code> (static copy: run the cell to tune again)<p>{head}</p>"
+                f"{body}{self.summary.value}</div>")
+
+    def _update_display(self) -> None:
+        if self._display is not None:
+            self._display.update(self._repr_mimebundle_(), raw=True)
 
     # -- state -> plan ------------------------------------------------------
     def _method(self, family: str) -> str | None:
@@ -169,7 +216,7 @@ class TunePanel:
         if not raw:
             return None
         try:
-            value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+            value = tidy_float(float(raw[:-1]) / 100 if raw.endswith("%") else float(raw))
         except ValueError:
             raise CompressError(f"layer {layer}: override {raw!r} is not a number (e.g. 0.5 or 50%).") from None
         return int(value) if value > 1 and value.is_integer() else value
@@ -209,6 +256,8 @@ class TunePanel:
         for step, layers in zip(plan.steps, self._step_layers):
             config = step.config
             if step.method == "svd" and config.solver == "exact" and config.round_to == 1:
+                # the head SVD leaves alone (keep_head) is left alone in the preview too
+                layers, _, _ = split_head(self.model, layers, "svd", getattr(config, "keep_head", False))
                 for layer in layers:
                     settings.setdefault(layer, LayerSetting()).svd = config.rank
             elif step.method == "prune" and config.criterion == "magnitude" and config.scope == "layer":
@@ -318,6 +367,8 @@ class TunePanel:
             self.progress.layout.display = self.stop_button.layout.display = "none"
             self.apply_button.disabled = False
         self.result = (result, report)
+        self.applied_plan = plan  # the very object compress ran: Generate cell writes this
+        self._applied_where = (bool(self.inplace.value), self.target.value)
         self.revert_button.disabled = False
         where = f"{self.name} in place" if self.inplace.value else f"as {self.target.value!r}"
         self.message.value = f"Applied {html.escape(plan.describe())} {html.escape(where)}."
@@ -326,19 +377,8 @@ class TunePanel:
             from IPython.display import display
 
             display(report)
-        self._update_static(plan)
+        self._update_display()
         return result
-
-    def _update_static(self, plan: Plan) -> None:
-        """The static HTML twin of the panel (what a reopened notebook shows without a kernel)."""
-        if self._static is None:
-            return
-        from IPython.display import HTML
-
-        applied = "" if self.result is None else f"<p>Applied as <code>{html.escape(self.target.value)}</code>.</p>"
-        self._static.update(HTML(
-            f"<div class='jupyter-compress-tune'><b>jupyter_compress tuning panel</b> on <code>{html.escape(self.name)}"
-            f"</code>{applied}<pre>{html.escape(plan.to_yaml())}</pre>{self.summary.value}</div>"))
 
     def revert(self) -> None:
         """Undo the last Apply: the in-place model restored exactly, or the new name unbound."""
@@ -352,14 +392,26 @@ class TunePanel:
                 else:
                     self.namespace[self.target.value] = self._previous_binding
         self.result = None
+        self.applied_plan = None
         self.revert_button.disabled = True
         self.message.value = "Reverted."
+        self._update_display()
 
     def cell_code(self) -> str:
-        plan = self.plan()
-        target = "--inplace" if self.inplace.value else f"--as {self.target.value}"
-        return (f"%%compress {self.name} {target}\n# generated by jupyter_compress {__version__} tuning panel; "
-                f"seed {plan.seed}. Re-running this cell reproduces the applied result.\n{plan.to_yaml()}")
+        """The %%compress cell for the applied plan (exactly what Apply ran, and where it bound the result);
+        before any Apply (or after Revert), for the plan the controls describe, and the cell says so."""
+        if self.applied_plan is not None:
+            plan, (inplace, target) = self.applied_plan, self._applied_where
+            note = "Re-running this cell reproduces the applied result."
+        else:
+            plan, inplace, target = self.plan(), bool(self.inplace.value), self.target.value
+            note = "Not applied in the panel yet: this is the controls' plan."
+        text = plan.to_yaml()
+        if Plan.from_yaml(text) != plan:  # cannot happen with the panel's tidy values; say so if it does
+            note += " Warning: the plan's numbers were rounded when written."
+        where = "--inplace" if inplace else f"--as {target}"
+        return (f"%%compress {self.name} {where}\n# generated by jupyter_compress {__version__} tuning panel; "
+                f"seed {plan.seed}. {note}\n{text}")
 
     def generate_cell(self):
         """Insert the plan as a %%compress cell below the panel's cell (through the labextension);
@@ -371,7 +423,9 @@ class TunePanel:
         def done(request) -> None:
             if request.ok:
                 self.code.layout.display = "none"
-                self.message.value = "Inserted the %%compress cell below."
+                self.message.value = "Inserted the %%compress cell below." + (
+                    " It holds the applied plan." if self.applied_plan is not None
+                    else " Nothing is applied yet: it holds the controls' plan.")
             else:
                 self.code.value = code
                 self.code.layout.display = "flex"

@@ -14,6 +14,7 @@ import {
   planInsertion,
   validateRequest
 } from './protocol';
+import { installWidgetFallback } from './widgetfallback';
 
 /** Insert (or replace) the generated cell in this panel's notebook; pure model edits. */
 export function insertGenerated(panel: NotebookPanel, request: IInsertRequest): Ack {
@@ -80,6 +81,7 @@ function register(panel: NotebookPanel, kernel: Kernel.IKernelConnection | null 
 
 /** Keep the target registered on the kernel of this notebook for the notebook's lifetime. */
 export function watchPanel(panel: NotebookPanel): void {
+  installWidgetFallback(panel); // widget outputs whose model is gone show their static HTML
   const ctx = panel.sessionContext;
   const current = () => register(panel, ctx.session?.kernel);
   ctx.kernelChanged.connect((_, change) => register(panel, change.newValue));

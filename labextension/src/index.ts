@@ -5,6 +5,7 @@ import {
 import { ICommandPalette, InputDialog, ToolbarButton } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 
+import { exposeBokehLoader, loadBokeh } from './bokeh';
 import { watchPanel } from './cells';
 import { isModelName, templateCell } from './protocol';
 
@@ -20,6 +21,21 @@ const cellsPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
     tracker.forEach(panel => watchPanel(panel));
     tracker.widgetAdded.connect((_, panel) => watchPanel(panel));
+  }
+};
+
+/**
+ * BokehJS once per page, from this extension's assets (bokeh.ts): kernel outputs then carry only plot
+ * data. Loaded when the app is restored, so jupyter_bokeh's widgets (the tuning panel), which need
+ * window.Bokeh when their view is created, find it.
+ */
+const bokehPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-compress:bokehjs',
+  description: 'Loads the BokehJS this extension ships, once per page, for report plots and widgets.',
+  autoStart: true,
+  activate: (app: JupyterFrontEnd) => {
+    exposeBokehLoader();
+    void app.restored.then(() => loadBokeh()).catch(e => console.warn('jupyter-compress:', e));
   }
 };
 
@@ -82,4 +98,4 @@ const commandPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [cellsPlugin, commandPlugin];
+export default [cellsPlugin, commandPlugin, bokehPlugin];

@@ -2,6 +2,7 @@ import { renderHTML } from '@jupyterlab/rendermime';
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
 import { Widget } from '@lumino/widgets';
 
+import { embedBokehItem } from './bokeh';
 import { REPORT_MIME, renderReport } from './report';
 
 /**
@@ -19,6 +20,7 @@ export class ReportWidget extends Widget implements IRenderMime.IRenderer {
     const { sanitizer, resolver, linkHandler, translator } = this._options;
     return renderReport(this.node, model.data[this._options.mimeType], {
       trusted: model.trusted,
+      embedBokeh: embedBokehItem,
       renderHTML: (host, source) =>
         renderHTML({
           host,

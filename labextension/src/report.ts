@@ -2,9 +2,10 @@
  * The report summary, computed from the JSON of jupyter_compress.core.report.Report.to_dict().
  * summaryLines shows the summary lines Python embeds in the JSON; for JSON without them it mirrors an
  * earlier Report.summary() (checked against a fixture written from Python); renderReport builds the
- * summary with textContent only, so it is safe for untrusted notebooks. The report's plots (HTML with
- * BokehJS scripts, `plots_html` in the JSON) are rendered only for trusted outputs, through the
- * `renderHTML` the caller passes (mime.ts: @jupyterlab/rendermime's, which runs the scripts).
+ * summary with textContent only, so it is safe for untrusted notebooks. The report's plots are rendered
+ * only for trusted outputs: bokeh JSON items (`plot_items`, data only) through the `embedBokeh` the
+ * caller passes (mime.ts: the BokehJS this extension ships, bokeh.ts), or HTML fragments (`plots_html`,
+ * older reports) through its `renderHTML` (@jupyterlab/rendermime's, which runs the scripts).
  */
 
 export const REPORT_MIME = 'application/vnd.jupyter-compress.report+json';
@@ -122,6 +123,35 @@ export function reportCounts(r: Json): { compressed: number; skipped: number; me
   return { compressed: rows.length - skipped, skipped, methods };
 }
 
+export type ThresholdStatus = 'pass' | 'fail' | 'unchecked';
+
+/**
+ * The threshold lines Python wrote (Report.threshold_lines(), parallel to `thresholds`), each with its
+ * status from the threshold's `ok` (false: crossed). Crossed ones come first, as the renderer shows them.
+ */
+export function thresholdLines(r: Json): { line: string; status: ThresholdStatus }[] {
+  const lines: unknown[] = Array.isArray(r.threshold_lines) ? r.threshold_lines : [];
+  const thresholds: unknown[] = Array.isArray(r.thresholds) ? r.thresholds : [];
+  const out = lines.map((line, i) => {
+    const ok = (thresholds[i] as Json | undefined)?.ok;
+    const status: ThresholdStatus = ok === false ? 'fail' : ok === true ? 'pass' : 'unchecked';
+    return { line: String(line), status };
+  });
+  return [...out.filter(t => t.status === 'fail'), ...out.filter(t => t.status !== 'fail')];
+}
+
+/** The per-layer table Python wrote (Report._HEAD and _row_cells), or null for JSON without it. */
+export function layerTable(r: Json): { head: string[]; rows: string[][] } | null {
+  const t = r.layer_table;
+  if (!t || !Array.isArray(t.head) || !Array.isArray(t.rows)) {
+    return null;
+  }
+  return {
+    head: t.head.map(String),
+    rows: t.rows.filter(Array.isArray).map((row: unknown[]) => row.map(String))
+  };
+}
+
 /** Whether data looks like a report (the renderer says so plainly instead of failing). */
 export function isReport(data: unknown): data is Json {
   if (!data || typeof data !== 'object') {
@@ -154,6 +184,16 @@ export interface IReportRenderOptions {
   trusted: boolean;
   /** Needed to show the plots of a trusted output; without it they are listed as not shown. */
   renderHTML?: HtmlRenderer;
+  /** Draws a bokeh JSON item into host (mime.ts: with the BokehJS this extension ships, see bokeh.ts). */
+  embedBokeh?: (host: HTMLElement, item: unknown) => Promise<void>;
+}
+
+/** The report's plots as bokeh JSON items, [title, item] pairs (Report.plot_items, data only). */
+export function reportPlotItems(r: Json): [string, unknown][] {
+  const plots: unknown[] = Array.isArray(r.plot_items) ? r.plot_items : [];
+  return plots
+    .filter((p): p is unknown[] => Array.isArray(p) && p.length === 2)
+    .map(([title, item]) => [String(title), item]);
 }
 
 /** The report's plots as [title, html] pairs (Report._repr_mimebundle_ puts them in the JSON). */
@@ -162,6 +202,37 @@ export function reportPlots(r: Json): [string, string][] {
   return plots
     .filter((p): p is unknown[] => Array.isArray(p) && p.length === 2)
     .map(([title, html]) => [String(title), String(html)]);
+}
+
+function plotHost(box: HTMLElement, title: string): HTMLElement {
+  const doc = box.ownerDocument;
+  const plot = el(doc, 'div', undefined, 'jp-CompressReport-plot');
+  plot.appendChild(el(doc, 'div', title, 'jp-CompressReport-plotTitle'));
+  const body = el(doc, 'div', undefined, 'jp-CompressReport-plotBody');
+  plot.appendChild(body);
+  box.appendChild(plot);
+  return body;
+}
+
+/** Plots as bokeh JSON items: drawn (trusted outputs only: a bokeh document may hold CustomJS code). */
+async function renderPlotItems(
+  box: HTMLElement, plots: [string, unknown][], options: IReportRenderOptions
+): Promise<void> {
+  const doc = box.ownerDocument;
+  const titles = plots.map(([title]) => title).join(', ');
+  if (!options.trusted || !options.embedBokeh) {
+    const why = options.trusted ? 'no BokehJS' : 'notebook not trusted';
+    box.appendChild(el(doc, 'div', `plots hidden: ${why} (${titles})`, 'jp-CompressReport-plotsHidden'));
+    return;
+  }
+  for (const [title, item] of plots) {
+    const body = plotHost(box, title);
+    try {
+      await options.embedBokeh(body, item);
+    } catch (e) {
+      body.appendChild(el(doc, 'div', `plot not drawn: ${e}`, 'jp-CompressReport-error'));
+    }
+  }
 }
 
 async function renderPlots(
@@ -179,12 +250,7 @@ async function renderPlots(
   }
   // one host per plot, in order: the first may hold BokehJS itself, which the later ones use
   for (const [title, html] of plots) {
-    const plot = el(doc, 'div', undefined, 'jp-CompressReport-plot');
-    plot.appendChild(el(doc, 'div', title, 'jp-CompressReport-plotTitle'));
-    const body = el(doc, 'div', undefined, 'jp-CompressReport-plotBody');
-    plot.appendChild(body);
-    box.appendChild(plot);
-    await options.renderHTML(body, html);
+    await options.renderHTML(plotHost(box, title), html);
   }
 }
 
@@ -205,6 +271,11 @@ export async function renderReport(
     // Python's Report.headline: the compressed model is larger than the original, and why (first line)
     box.appendChild(el(doc, 'div', data.headline, 'jp-CompressReport-warning'));
   }
+  const thresholds = thresholdLines(data);
+  // a crossed threshold comes first, in red: the text and HTML views open with it too
+  for (const t of thresholds.filter(t => t.status === 'fail')) {
+    box.appendChild(el(doc, 'div', t.line, 'jp-CompressReport-threshold jp-CompressReport-fail'));
+  }
   const table = el(doc, 'table', undefined, 'jp-CompressReport-summary');
   const head = el(doc, 'tr');
   for (const h of ['', 'before', 'after', 'ratio / change']) {
@@ -217,10 +288,32 @@ export async function renderReport(
     table.appendChild(tr);
   }
   box.appendChild(table);
+  for (const t of thresholds.filter(t => t.status !== 'fail')) {
+    box.appendChild(el(doc, 'div', t.line, `jp-CompressReport-threshold jp-CompressReport-${t.status}`));
+  }
   const counts = reportCounts(data);
   const methods = counts.methods.length ? ` (plan: ${counts.methods.join(' -> ')})` : '';
-  box.appendChild(el(doc, 'div', `${counts.compressed} layer changes, ${counts.skipped} skipped${methods}`,
-    'jp-CompressReport-counts'));
+  const countsText = `${counts.compressed} layer changes, ${counts.skipped} skipped${methods}`;
+  const layers = layerTable(data);
+  if (layers) {
+    // the per-layer table, open like the HTML view's, collapsible by its summary line
+    const details = el(doc, 'details', undefined, 'jp-CompressReport-layers');
+    details.open = true;
+    details.appendChild(el(doc, 'summary', countsText, 'jp-CompressReport-counts'));
+    const lt = el(doc, 'table', undefined, 'jp-CompressReport-layerTable');
+    const ltHead = el(doc, 'tr');
+    layers.head.forEach(h => ltHead.appendChild(el(doc, 'th', h)));
+    lt.appendChild(ltHead);
+    for (const row of layers.rows) {
+      const tr = el(doc, 'tr');
+      row.forEach(v => tr.appendChild(el(doc, 'td', v)));
+      lt.appendChild(tr);
+    }
+    details.appendChild(lt);
+    box.appendChild(details);
+  } else {
+    box.appendChild(el(doc, 'div', countsText, 'jp-CompressReport-counts'));
+  }
   const notes: unknown[] = Array.isArray(data.notes) ? data.notes : [];
   if (notes.length) {
     const ul = el(doc, 'ul', undefined, 'jp-CompressReport-notes');
@@ -228,5 +321,10 @@ export async function renderReport(
     box.appendChild(ul);
   }
   host.appendChild(box);
-  await renderPlots(box, reportPlots(data), options);
+  const items = reportPlotItems(data);
+  if (items.length) {
+    await renderPlotItems(box, items, options);
+  } else {
+    await renderPlots(box, reportPlots(data), options); // HTML plots (older reports, attach_html)
+  }
 }

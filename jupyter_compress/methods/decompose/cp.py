@@ -18,10 +18,11 @@ import warnings
 import torch
 from torch import nn
 
-from ...core.config import IntAtLeast, MethodConfig, param
+from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
 from .._common import LayerStandIn, layer_row
+from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason
 from .cache import cached
 from .ranks import RankRule, parse_any_rank, round_rank
@@ -42,6 +43,7 @@ class CPConfig(MethodConfig):
     n_iter: int = param(100, help="maximum ALS iterations of tensorly's parafac", check=IntAtLeast(1))
     round_to: int = param(1, help="round each rank to a multiple of this (e.g. 8 for fast kernels)",
                           check=IntAtLeast(1))
+    keep_head: bool = param(True, help=KEEP_HEAD_HELP, check=Boolean())
 
 
 def cp_factors(weight: torch.Tensor, rank: int, seed: int, n_iter: int):
@@ -119,6 +121,8 @@ def reconstruct(seq: nn.Sequential) -> torch.Tensor:
 def apply_cp(model: nn.Module, names: list[str], config: CPConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, value = parse_any_rank(config.rank)
+    names, head_rows, head_notes = split_head(model, names, "cp", config.keep_head, ctx,
+                                                  skip=lambda n: conv_skip_reason(model.get_submodule(n)))
     for name in names:
         old: nn.Conv2d = model.get_submodule(name)
         reason = conv_skip_reason(old)
@@ -143,4 +147,4 @@ def apply_cp(model: nn.Module, names: list[str], config: CPConfig, ctx) -> Metho
         replacements[name] = new
     notes = ["CP turns a conv into pointwise and depthwise convs: few parameters, but ALS fitting is slow "
              "on large layers, the error is higher than Tucker's at equal size, and fine-tuning is usually needed."]
-    return MethodResult(replacements, rows, notes)
+    return MethodResult(replacements, rows + head_rows, notes + head_notes)

@@ -17,10 +17,11 @@ import sys
 import torch
 from torch import nn
 
-from ...core.config import IntAtLeast, MethodConfig, param
+from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from ...errors import InvalidConfigError
 from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view
+from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
 from .cache import cached
 from .ranks import RankRule, choose_rank, parse_any_rank
@@ -44,6 +45,7 @@ class SVDConfig(MethodConfig):
                         choices=("exact", "randomized"))
     round_to: int = param(1, help="round each rank to a multiple of this (e.g. 8 for fast kernels)",
                           check=IntAtLeast(1))
+    keep_head: bool = param(True, help=KEEP_HEAD_HELP, check=Boolean())
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -148,6 +150,8 @@ def _tail_error(s: torch.Tensor, rank: int) -> float:
 def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, _ = parse_any_rank(config.rank)
+    names, head_rows, head_notes = split_head(model, names, "svd", config.keep_head, ctx,
+                                                  skip=lambda n: parent_reads_weights(model, n))
     for name in names:
         old = model.get_submodule(name)
         view = linear_view(old)
@@ -188,4 +192,4 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
         replacements[name] = new
     notes = ["SVD replaces each layer by two smaller ones: parameters and multiply-adds fall by the same "
              "ratio; whether latency follows depends on the layer size and batch (see benchmarks)."]
-    return MethodResult(replacements, rows, notes)
+    return MethodResult(replacements, rows + head_rows, notes + head_notes)

@@ -14,11 +14,12 @@ import math
 import torch
 from torch import nn
 
-from ...core.config import IntAtLeast, MethodConfig, param
+from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
 from ...errors import InvalidConfigError
 from .._common import LINEAR_TYPES, layer_row, linear_view
+from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
 from .cache import cached
 from .ranks import RankRule, parse_any_rank, round_rank
@@ -41,6 +42,7 @@ class TTConfig(MethodConfig):
                        check=IntAtLeast(2))
     min_params: int = param(256, help="layers with fewer weights are left as they are", check=IntAtLeast(0))
     round_to: int = param(1, help="round each rank to a multiple of this", check=IntAtLeast(1))
+    keep_head: bool = param(True, help=KEEP_HEAD_HELP, check=Boolean())
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,6 +108,15 @@ def _ranks(config: TTConfig, name: str, layer: str, rows: int, cols: int, rm, cm
     return ranks
 
 
+def _tt_skip(model: nn.Module, name: str, config: TTConfig) -> str | None:
+    """Why TT leaves a layer alone whatever the rank (too small, a fused parent reads it), or None."""
+    old = model.get_submodule(name)
+    linear = isinstance(old, LINEAR_TYPES)
+    if (linear_view(old).weight if linear else old.weight).numel() < config.min_params:
+        return "too small"
+    return parent_reads_weights(model, name) if linear else None
+
+
 @register_method(
     "tt",
     TTConfig,
@@ -116,6 +127,7 @@ def _ranks(config: TTConfig, name: str, layer: str, rows: int, cols: int, rm, cm
 )
 def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> MethodResult:
     replacements, rows_out = {}, []
+    names, head_rows, head_notes = split_head(model, names, "tt", config.keep_head, ctx, skip=lambda n: _tt_skip(model, n, config))
     for name in names:
         old = model.get_submodule(name)
         linear = isinstance(old, LINEAR_TYPES)
@@ -158,4 +170,4 @@ def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> Metho
         replacements[name] = new
     notes = ["Tensor-Train stores a weight as a chain of small cores: large savings on big layers, but "
              "the chained contractions are often slower than one dense matmul on CPU."]
-    return MethodResult(replacements, rows_out, notes)
+    return MethodResult(replacements, rows_out + head_rows, notes + head_notes)

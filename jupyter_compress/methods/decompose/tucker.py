@@ -17,10 +17,11 @@ import math
 import torch
 from torch import nn
 
-from ...core.config import IntAtLeast, MethodConfig, param
+from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
 from .._common import LayerStandIn, layer_row
+from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason, rank_too_large
 from .cache import cached
 from .ranks import RankRule, energy_rank, parse_any_rank, round_rank
@@ -40,6 +41,7 @@ class TuckerConfig(MethodConfig):
     )
     round_to: int = param(1, help="round each rank to a multiple of this (e.g. 8 for fast kernels)",
                           check=IntAtLeast(1))
+    keep_head: bool = param(True, help=KEEP_HEAD_HELP, check=Boolean())
 
     def to_dict(self):
         data = super().to_dict()
@@ -153,6 +155,8 @@ def reconstruct(seq: nn.Sequential) -> torch.Tensor:
 def apply_tucker(model: nn.Module, names: list[str], config: TuckerConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, value = parse_any_rank(config.rank)
+    names, head_rows, head_notes = split_head(model, names, "tucker", config.keep_head, ctx,
+                                                  skip=lambda n: conv_skip_reason(model.get_submodule(n)))
     for name in names:
         old: nn.Conv2d = model.get_submodule(name)
         reason = conv_skip_reason(old)
@@ -177,4 +181,4 @@ def apply_tucker(model: nn.Module, names: list[str], config: TuckerConfig, ctx) 
         replacements[name] = new
     notes = ["Tucker-2 keeps the kernel size in a smaller core conv between two 1x1 convs; a short "
              "fine-tune usually recovers most of the accuracy lost (see benchmarks)."]
-    return MethodResult(replacements, rows, notes)
+    return MethodResult(replacements, rows + head_rows, notes + head_notes)

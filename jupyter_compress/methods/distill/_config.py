@@ -27,8 +27,14 @@ class DistillConfig(MethodConfig):
     """Knowledge distillation: train a student to mimic a teacher (as a plan step: recover the compressed
     model by distilling from the model as it was before the plan)."""
 
-    epochs: int = param(3, help="passes over the data", check=IntAtLeast(1))
-    lr: float = param(1e-3, help="learning rate (AdamW)", check=Interval(0.0, 10.0, "(]"))
+    epochs: int = param(50, help="the most passes over the data: training stops earlier when the loss stops "
+                        "improving (see patience), and the report says when it was still falling at the end",
+                        check=IntAtLeast(1))
+    lr: float = param(3e-3, help="learning rate (AdamW); lower it (1e-4 .. 1e-5) for pretrained transformers",
+                      check=Interval(0.0, 10.0, "(]"))
+    patience: int = param(5, help="stop when the training loss (the validation metric, with val_data) has not "
+                          "improved by a relative 1e-3 for this many epochs; 0 always runs all epochs",
+                          check=IntAtLeast(0))
     T: float = param(4.0, help="softmax temperature of the soft targets ('kd' loss)", check=Interval(0.0, 100.0, "(]"))
     alpha: float = param(0.5, help="weight of the distillation loss; 1 - alpha goes to the hard labels (when "
                          "the data has labels)", check=Interval(0.0, 1.0))

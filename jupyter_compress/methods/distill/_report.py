@@ -38,6 +38,9 @@ def build_report(run: Any, history: list[dict], status: str, best_epoch: int, be
     if trained:
         notes.append(f"Training loss {trained[0]['loss']:.4g} (epoch 1) -> {trained[-1]['loss']:.4g} "
                      f"(epoch {trained[-1]['epoch']}).")
+    if status == "finished" and trained and trained[-1]["epoch"] == run.config.epochs and run.falling:
+        notes.append(f"WARNING: the training loss was still falling at the last epoch (epochs={run.config.epochs} "
+                     f"is a cap): the student may not have converged; allow more epochs (or a larger lr).")
     return Report(
         rows=[], plan=Plan.of(config, seed=seed).to_dict(),
         model_params_before=count_params(teacher), model_params_after=count_params(student),

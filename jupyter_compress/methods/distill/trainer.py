@@ -1,7 +1,10 @@
 """``distill(student, teacher, data)``: train a student to mimic a teacher, observably and interruptibly.
 
 The loop keeps a copy of the best weights (by the validation metric; without validation, the last whole
-epoch's), so Ctrl-C, early stopping or a worse last epoch all return the best student seen. Weights are
+epoch's), so Ctrl-C, early stopping or a worse last epoch all return the best student seen. It trains to
+convergence: ``epochs`` is a cap, and training stops once the watched quantity (the validation metric with
+``val_data``, else the mean training loss) has not improved by a relative ``REL_TOL`` for ``patience``
+epochs; the report warns when the cap was reached with the training loss still falling. Weights are
 only ever snapshotted between optimizer steps, never half-updated. The teacher runs in eval mode under
 ``no_grad`` and is never changed. A seed fixes shuffling, projection initialisation and dropout.
 """
@@ -27,7 +30,9 @@ from ._report import build_report
 from ._teacher import METRICS, OUT, TeacherOutputs, Validator
 from .losses import check_shapes, choose_loss, output_loss
 
-__all__ = ["distill"]
+__all__ = ["distill", "REL_TOL"]
+
+REL_TOL = 1e-3  # an epoch "improves" the training loss when it lowers it by more than this fraction
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -42,18 +47,20 @@ def _progress(total: int | None, enabled: bool) -> Any:
     if not enabled:
         return None
     try:
-        from tqdm.auto import tqdm
+        from ...core.progress import progress_bar
+
+        return progress_bar(total, desc="distill", unit="batch")  # closed and cleared when training ends
     except ImportError:  # tqdm is a dependency, but a missing bar must not stop training
         return None
-    return tqdm(total=total, desc="distill", unit="batch", leave=False)
 
 
 def distill(
-    student: nn.Module, teacher: nn.Module, data: Any, *, epochs: int = 3, lr: float = 1e-3,
+    student: nn.Module, teacher: nn.Module, data: Any, *, epochs: int = DistillConfig.epochs,
+    lr: float = DistillConfig.lr,
     T: float = DistillConfig.T, alpha: float = DistillConfig.alpha, loss: str = "auto",
     features: dict | None = None, feature_weight: float = 1.0, output_weight: float = 1.0,
     batch_size: int = 64, weight_decay: float = 0.0, keep_zeros: bool = True, val_data: Any = None,
-    metric: str | Callable[[nn.Module], Any] | None = None, patience: int | None = None,
+    metric: str | Callable[[nn.Module], Any] | None = None, patience: int | None = DistillConfig.patience,
     min_delta: float = 0.0, seed: int = 0, inplace: bool = False, cache_teacher: bool = True,
     progress: bool = True, on_epoch: Callable[[list[dict]], Any] | None = None,
     on_step: Callable[[dict], Any] | None = None,
@@ -65,32 +72,29 @@ def distill(
     list of batches, a DataLoader, or a list of sentences for a model that tokenizes; labels are optional.
     ``loss``: 'kd' (T, alpha), 'mse', 'cosine' or 'auto'. ``keep_zeros`` keeps pruned weights at zero.
     ``features={teacher layer: student layer}`` adds feature matching. ``val_data`` + ``metric`` ('accuracy', 'agreement', 'cosine', 'loss' or a
-    callable ``metric(model) -> number``, higher is better) pick the best epoch; ``patience`` stops early.
+    callable ``metric(model) -> number``, higher is better) pick the best epoch. ``epochs`` is a cap:
+    training stops when the validation metric (without ``val_data``: the mean training loss, by a relative
+    1e-3) has not improved for ``patience`` epochs (0 or None: never early).
     ``on_epoch(history)`` is called after each epoch and ``on_step(info)`` after each batch; Ctrl-C
     returns the best student so far, with the report saying it was interrupted.
     """
     config = DistillConfig(epochs=epochs, lr=lr, T=T, alpha=alpha, loss=loss, batch_size=batch_size,
                            weight_decay=weight_decay, features=dict(features) if isinstance(features, dict)
                            else None, feature_weight=feature_weight, output_weight=output_weight,
-                           keep_zeros=keep_zeros)
+                           keep_zeros=keep_zeros, patience=0 if patience is None else patience)
     for name, model in (("student", student), ("teacher", teacher)):
         if not isinstance(model, nn.Module):
             raise CompressError(f"distill needs a torch.nn.Module as the {name}; got a {type(model).__name__}.")
     if student is teacher:
         raise InvalidConfigError("The student is the teacher itself; pass a copy (or make_student(teacher)).")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-        raise InvalidConfigError(f"The 'patience' parameter of distill must be None or an int >= 1. "
-                                 f"Got {patience!r} instead.")
     if isinstance(metric, str) and metric not in METRICS:
         raise InvalidConfigError(f"The 'metric' parameter of distill must be one of {', '.join(METRICS)} or a "
                                  f"callable. Got {metric!r} instead.")
     if isinstance(metric, str) and val_data is None:
         raise InvalidConfigError(f"metric={metric!r} is measured on validation data: pass val_data=(X, y).")
-    if patience is not None and val_data is None and metric is None:
-        raise InvalidConfigError("patience needs something to watch: pass val_data=... (and a metric).")
     work = student if inplace else copy.deepcopy(student)
     run = _Run(work, teacher, config, data, val_data, metric, features, cache_teacher)
-    return run.train(patience, min_delta, seed, progress, on_epoch, on_step)
+    return run.train(config.patience, min_delta, seed, progress, on_epoch, on_step)
 
 
 class _Run:
@@ -108,6 +112,7 @@ class _Run:
                                    and self.val.cacheable)
         self.n = len(self.source.X) if self.source.X is not None else None
         self.kind, self.projections, self.notes = config.loss, nn.ModuleDict(), []
+        self.falling = False  # whether the last epoch still lowered the training loss (by > REL_TOL)
 
     def _setup(self, key: Any, inputs: Any, targets: Any) -> None:
         """From the first batch: the loss kind, shape checks, and projections for feature pairs."""
@@ -183,7 +188,7 @@ class _Run:
                                               weight_decay=self.config.weight_decay)
                 per_epoch = len(self.source)
                 bar = _progress(per_epoch * self.config.epochs if per_epoch else None, progress)
-                stale = 0
+                stale, best_loss = 0, None
                 for epoch in range(1, self.config.epochs + 1):
                     self.student.train()
                     epoch_start, losses = time.perf_counter(), []
@@ -204,8 +209,11 @@ class _Run:
                             on_step({"epoch": epoch, "step": step, "loss": losses[-1]})
                     self.student.eval()
                     record = {"epoch": epoch, "loss": sum(losses) / len(losses)}
+                    self.falling = best_loss is None or record["loss"] < best_loss - REL_TOL * abs(best_loss)
+                    best_loss = record["loss"] if best_loss is None else min(best_loss, record["loss"])
                     if validator is None:
                         best_state, best_epoch = _snapshot(self.student), epoch
+                        stale = 0 if self.falling else stale + 1
                     else:
                         record[validator.name] = validator(self.student)
                         if validator.better(record[validator.name], best_value, min_delta):
@@ -220,8 +228,10 @@ class _Run:
                     history.append(record)
                     if on_epoch is not None:
                         on_epoch(list(history))
-                    if patience is not None and stale >= patience:
-                        status = f"stopped early at epoch {epoch}: no better {validator.name} for {patience} epochs"
+                    if patience and stale >= patience:
+                        watched = (f"no better {validator.name}" if validator is not None else
+                                   f"the training loss improved by less than {REL_TOL:.1%}")
+                        status = f"stopped early at epoch {epoch}: {watched} for {patience} epochs"
                         break
         except KeyboardInterrupt:
             status = f"interrupted at step {step} (epoch {history[-1]['epoch'] + 1 if history else 1})"

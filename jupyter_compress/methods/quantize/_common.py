@@ -16,7 +16,7 @@ from ...errors import CompressError
 from .._common import Conv1D, parent_reads_weight
 
 __all__ = ["unsupported_note", "parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
-           "run_batches", "quiet", "output_error", "expected_shape"]
+           "run_batches", "quiet", "output_error", "expected_shape", "held_count"]
 
 
 class BackendUnavailableError(CompressError, ImportError):
@@ -53,6 +53,16 @@ def quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield
+
+
+def held_count(tensors, nonzero: bool, zero: Any = 0) -> int:
+    """Elements (or non-zero elements: those not equal to ``zero``) of the tensors a quantized layer holds
+    in place of its parameters; None entries (no bias) are skipped. See ``core.metrics.count_params``."""
+    tensors = [t for t in tensors if t is not None]
+    if not nonzero:
+        return sum(t.numel() for t in tensors)
+    return sum(int(torch.count_nonzero(t.detach() != zero)) if zero != 0 else int(torch.count_nonzero(t.detach()))
+               for t in tensors)
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:

@@ -7,7 +7,7 @@ import operator
 import torch
 from torch import fx, nn
 
-__all__ = ["find_fusions"]
+__all__ = ["find_fusions", "folded_rows"]
 
 _RELU_FUNCTIONS = (torch.relu, nn.functional.relu, torch.relu_)
 _BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
@@ -19,6 +19,23 @@ def _is_relu(model: nn.Module, node: fx.Node) -> bool:
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
     return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def folded_rows(conv_row, bn_row, old: nn.Module, new: nn.Module) -> None:
+    """Book the bias a folded BatchNorm gave a bias-less conv to the BatchNorm's row, in place: the conv row
+    then keeps its own count (its int8 weight) and the BatchNorm row shows its scale and shift (2 x channels)
+    becoming that bias (channels), so no row grows."""
+    bias = getattr(new, "bias", None)
+    if getattr(old, "bias", None) is not None or bias is None:
+        return
+    n, nz, nbytes = bias.numel(), int(torch.count_nonzero(bias)), bias.numel() * bias.element_size()
+    conv_row.params_after -= n
+    conv_row.nonzeros_after -= nz
+    conv_row.bytes_after -= nbytes
+    bn_row.params_after += n
+    bn_row.nonzeros_after += nz
+    bn_row.bytes_after += nbytes
+    bn_row.new_type = "Identity (folded into the conv's bias)"
 
 
 def find_fusions(model: nn.Module, names: list[str]) -> tuple[dict[str, tuple[str | None, bool]], list[str]]:

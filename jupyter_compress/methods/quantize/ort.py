@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core.metrics import eval_mode
+from ...core.metrics import count_nonzero, count_params, eval_mode
 from ._common import BackendUnavailableError, quiet
 
 __all__ = ["OrtModule", "ort_available", "require_ort", "export_quantized"]
@@ -100,6 +100,12 @@ class OrtModule(nn.Module):
             object.__setattr__(self, key, value)
         self._session = None
         self._session_threads = None
+        # (elements, non-zeros) of the weights the graph holds, recorded at export (core.metrics.count_params)
+        self.weight_counts = (0, 0)
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        """The weights inside the ONNX graph count as parameters (their counts are recorded at export)."""
+        return int(getattr(self, "weight_counts", (0, 0))[1 if nonzero else 0])
 
     def session(self):
         threads = torch.get_num_threads()
@@ -235,4 +241,6 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
         with open(dst, "rb") as f:
             data = f.read()
     carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
-    return OrtModule(data, slots, names, _spec(output), carried, label), counts
+    module = OrtModule(data, slots, names, _spec(output), carried, label)
+    module.weight_counts = (count_params(region), count_nonzero(region))
+    return module, counts

@@ -32,7 +32,7 @@ from ._common import (
     sqnr_db,
     unsupported_note,
 )
-from .fusion import find_fusions
+from .fusion import find_fusions, folded_rows
 from .qstatic import StaticInt8Layer
 
 __all__ = ["QATConfig", "FakeQuantLayer"]
@@ -165,6 +165,7 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
             replacements[bn_name] = nn.Identity()
             rows.append(layer_row(bn_name, "quantize.qat", model.get_submodule(bn_name), nn.Identity(),
                                   detail={"folded into": name}))
+            folded_rows(rows[-2], rows[-1], model.get_submodule(name), new)
     notes.append("QAT trains only the quantized layers (others are frozen, so the model outside them is unchanged);"
                  " the rel. error column compares each int8 layer with the float layer before training.")
     notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, *LINEAR_TYPES), "quantize.qat")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._common import LayerStandIn, linear_view
-from ._common import quiet
+from ._common import held_count, quiet
 
 __all__ = ["DynamicInt8Linear", "WeightOnlyLinear", "quantize_rows", "quantize_groups"]
 
@@ -67,6 +67,10 @@ class DynamicInt8Linear(LayerStandIn, nn.Module):
         return self.qweight.float() * self.scale[:, None]
 
     dense_weight = dequantized_weight
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        """The int8 weight and the bias count as parameters (core.metrics.count_params)."""
+        return held_count((self.qweight, self.bias), nonzero)
 
     def _pack(self):
         with quiet():
@@ -124,6 +128,15 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         return self.dequantized_weight()
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        """The int8 / int4 weight elements (two per byte for int4) and the bias count as parameters."""
+        if not nonzero:
+            return self.out_features * self.in_features + held_count((self.bias,), False)
+        q = self.qweight
+        zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits == 4 \
+            else q.numel() - int(torch.count_nonzero(q))
+        return self.out_features * self.in_features - zeros + held_count((self.bias,), True)
 
     def dequantized_weight(self) -> torch.Tensor:
         """(out, in) in the scales' dtype, the layout of ``nn.Linear``."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .._common import LINEAR_TYPES, LayerStandIn
-from ._common import quiet
+from ._common import held_count, quiet
 
 __all__ = ["StaticInt8Layer"]
 
@@ -45,6 +45,10 @@ class StaticInt8Layer(LayerStandIn, nn.Module):
         return self.qweight.float() * self.w_scale.view(-1, *([1] * (self.qweight.dim() - 1)))
 
     dense_weight = dequantized_weight
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        """The int8 weight and the bias count as parameters (core.metrics.count_params)."""
+        return held_count((self.qweight, self.bias), nonzero)
 
     def _pack(self):
         zeros = torch.zeros(self.qweight.shape[0], dtype=torch.long)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .._common import LayerStandIn
-from ._common import quiet
+from ._common import held_count, quiet
 
 __all__ = ["DynamicInt8Recurrent", "quantize_recurrent"]
 
@@ -56,6 +56,12 @@ class DynamicInt8Recurrent(LayerStandIn, nn.Module):
                                                            float(getattr(self, f"{n}_scale")),
                                                            int(getattr(self, f"{n}_zero_point")))
                 for n in self.weight_names}
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        """The int8 weights (a zero weight is the zero point) and the biases count as parameters."""
+        weights = sum(held_count((getattr(self, f"{n}_int8"),), nonzero, int(getattr(self, f"{n}_zero_point")))
+                      for n in self.weight_names)
+        return weights + held_count([getattr(self, n) for n in self.bias_names], nonzero)
 
     def dequantized(self) -> dict[str, torch.Tensor]:
         return {n: q.dequantize() for n, q in self.quantized_weights().items()}

@@ -129,14 +129,15 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
         rows.append(LayerRow(
             name=name, method="quantize.dynamic", layer_type="Linear",
             new_type=f"{'int8' if quantized else 'float32'} MatMul in ONNX Runtime ({region})",
-            params_before=p, params_after=0, nonzeros_before=nz, nonzeros_after=0, bytes_before=b, bytes_after=after,
+            params_before=p, params_after=p, nonzeros_before=nz, nonzeros_after=nz, bytes_before=b, bytes_after=after,
             error=errors[name], error_kind="rel_output_error", skipped=skipped,
             detail={"backend": "onnxruntime", "weight_bits": bits,
                     "sqnr_db": round(sqnr_db(linear_view(layer).weight, _dq(layer, config, bits)), 2)}))
     rows.append(LayerRow(
         name=region, method="quantize.dynamic", layer_type=f"{type(module).__name__} (other layers)",
-        new_type="OrtModule", params_before=count_params(module) - sum_params, params_after=0,
-        nonzeros_before=count_nonzero(module) - sum_nz, nonzeros_after=0,
+        new_type="OrtModule", params_before=count_params(module) - sum_params,
+        params_after=count_params(module) - sum_params, nonzeros_before=count_nonzero(module) - sum_nz,
+        nonzeros_after=count_nonzero(module) - sum_nz,
         bytes_before=model_bytes(module) - sum_before, bytes_after=max(0, model_bytes(new) - sum_after),
         error=region_error, error_kind="rel_output_error (whole region)",
         detail={"backend": "onnxruntime", "onnx_bytes": model_bytes(new)}))

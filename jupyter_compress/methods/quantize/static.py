@@ -28,7 +28,7 @@ from ._common import (
     sqnr_db,
     unsupported_note,
 )
-from .fusion import find_fusions
+from .fusion import find_fusions, folded_rows
 from .qstatic import StaticInt8Layer
 
 __all__ = ["StaticQuantConfig"]
@@ -117,6 +117,7 @@ def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, 
             replacements[bn_name] = nn.Identity()
             rows.append(layer_row(bn_name, "quantize.static", model.get_submodule(bn_name), nn.Identity(),
                                   detail={"folded into": name}))
+            folded_rows(rows[-2], rows[-1], old, new)
     notes.append("Each int8 layer quantizes its input and dequantizes its output, so consecutive layers pay a "
                  "conversion each; the latency ratio in the report tells whether int8 pays off on this model.")
     notes += unsupported_note(model, (nn.Conv1d, nn.Conv2d, *LINEAR_TYPES), "quantize.static")
