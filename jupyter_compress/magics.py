@@ -419,7 +419,12 @@ class CompressMagics(Magics):
         if in_terminal(self.shell):  # no widget front end: one line, not the widgets' reprs
             print(TUNE_TERMINAL_HINT)
             return
-        from .widgets import tune
+        try:
+            from .widgets import tune
+        except ImportError as exc:  # ipywidgets (or bokeh) missing: this feature only, in one line
+            missing = (exc.name or "ipywidgets").split(".")[0]
+            raise UsageError(f"%compress --tune needs {missing}, which is not installed: pip install {missing} "
+                             f"(or use --emit-config to write the plan as a cell).") from None
 
         panel = tune(model, eval=eval_fn, data=data, example_inputs=example, name=args.model,
                      namespace=self.shell.user_ns, as_name=args.as_name)

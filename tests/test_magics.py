@@ -295,3 +295,17 @@ def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys,
     hint = [line for line in out.splitlines() if line.startswith("(no plots")]
     assert len(hint) == 1 and "bokeh" in hint[0]
     assert "nobokeh" in ns
+
+
+def test_without_ipywidgets_tune_is_one_line_and_the_rest_works(shell, ns, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "ipywidgets" or m.startswith(("ipywidgets.",
+                                                                             "jupyter_compress.widgets"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    with pytest.raises(UsageError, match="--tune needs ipywidgets") as info:
+        run(shell, "%compress model --tune --example x")
+    assert "\n" not in str(info.value)
+    run(shell, "%compress model --prune 0.5 --as still_works --no-plots")
+    assert "still_works" in ns
