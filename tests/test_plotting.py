@@ -213,3 +213,27 @@ def test_live_curve_data_and_in_place_updates():
     curve.update(history)  # the same lines, new data: no redraw
     assert len(curve.figure.renderers) == renderers == 4  # a line and markers for loss and accuracy
     assert curve.source.data["accuracy"] == [0.1, 0.5, 0.8]
+
+
+def test_each_plot_has_one_title_and_legends_cover_no_bar(run):
+    import json
+
+    from jupyter_compress import plotting
+    from jupyter_compress.plotting.figures import report_figures
+
+    model, small, report = run
+    report.plot_items.clear()
+    plotting.attach_plots(report, model, small)
+    titles = [t for t, _ in report.plot_items]
+    assert "parameters per layer" in titles and "per-layer error" in titles
+    for title, item in report.plot_items:
+        text = json.dumps(json.loads(item))
+        # the figure's own title is blank: the report shows the title once (the histogram's changes with its
+        # layer selector, so it keeps its own and the report's is the generic one)
+        assert f'"text": "{title}"' not in text
+    report.plot_items.clear()
+    for _, fig in report_figures(report):
+        legends = [r for r in getattr(fig, "right", []) if type(r).__name__ == "Legend"]
+        inside = [c for c in getattr(fig, "center", []) if type(c).__name__ == "Legend"]
+        if legends or inside:
+            assert legends and not inside  # beside the plot area, not over the bars

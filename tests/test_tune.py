@@ -170,3 +170,15 @@ def test_display_emits_bokehjs_before_the_panel_once_per_session(monkeypatch):
     with capture_output() as second:
         again._ipython_display_()
     assert "application/vnd.jupyter.widget-view+json" in second.outputs[0].data  # BokehJS is in the page already
+
+
+def test_the_panel_table_writes_bytes_as_the_reports_do():
+    from types import SimpleNamespace
+
+    from jupyter_compress.widgets.tune import _summary_html
+
+    preview = SimpleNamespace(params_before=1000, params_after=500, nonzeros_before=1000, nonzeros_after=400,
+                              bytes_before=4096 * 3, bytes_after=2048, layers=[], exact=True, seconds=0.001)
+    html = _summary_html(preview, [])
+    assert "12.00 KiB" in html and "2.00 KiB" in html and "12,288" not in html
+    assert "1,000" in html  # counts keep their thousands separators

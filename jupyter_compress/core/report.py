@@ -9,7 +9,7 @@ from typing import Any
 
 from .jsonsafe import json_restore, json_safe
 
-__all__ = ["LayerRow", "Report", "REPORT_MIME"]
+__all__ = ["LayerRow", "Report", "REPORT_MIME", "format_bytes"]
 
 REPORT_MIME = "application/vnd.jupyter-compress.report+json"
 
@@ -45,6 +45,9 @@ def _fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
     return f"{n:.2f} GiB"
+
+
+format_bytes = _fmt_bytes  # public name for the other views (the tuning panel)
 
 
 def _ratio(before: float, after: float) -> str:

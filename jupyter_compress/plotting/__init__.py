@@ -37,6 +37,9 @@ def attach_plots(report: Report, before: nn.Module | None = None, after: nn.Modu
     from .resources import figure_item, resources_mode
 
     for title, fig in report_figures(report, before, after):
+        inner = getattr(fig, "title", None)
+        if inner is not None and inner.text:  # one title per plot: the report's (it was shown twice)
+            title, inner.text = inner.text, ""
         report.attach_plot(title, figure_item(fig))
         if resources_mode() != "extension":
             report.attach_html(title, figure_html(fig))

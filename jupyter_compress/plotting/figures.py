@@ -38,7 +38,7 @@ def histogram_figure(before: nn.Module, after: nn.Module, layers: Sequence[str] 
              fill_alpha=0.5, line_color=None, legend_label="before")
     fig.quad(left="left", right="right", top="after", bottom=0, source=source, fill_color=AFTER,
              fill_alpha=0.5, line_color=None, legend_label="after")
-    fig.legend.location = "top_right"
+    _legend_outside(fig)
     select = Select(title="layer", value=layers[0], options=layers)
     select.js_on_change("value", CustomJS(args={"source": source, "fig": fig, "hists": {
         n: {k: h[k] for k in ("left", "right", "before", "after")} for n, h in hists.items()}}, code="""
@@ -47,6 +47,13 @@ def histogram_figure(before: nn.Module, after: nn.Module, layers: Sequence[str] 
         fig.title.text = "weights of " + cb_obj.value;
     """))
     return column(select, fig)
+
+
+def _legend_outside(fig) -> None:
+    """The legend to the right of the plot area, where it covers no bar (inside, it hid the 'after' bars)."""
+    legend = fig.legend[0]
+    fig.center = [item for item in fig.center if item is not legend]
+    fig.add_layout(legend, "right")
 
 
 def _dodged_bars(title: str, cols: dict[str, list], before: str, after: str, y_label: str):
@@ -59,6 +66,7 @@ def _dodged_bars(title: str, cols: dict[str, list], before: str, after: str, y_l
              color=BEFORE, legend_label="before")
     fig.vbar(x=dodge("layer", 0.18, range=fig.x_range), top="after", width=0.34, source=source,
              color=AFTER, legend_label="after")
+    _legend_outside(fig)
     fig.xaxis.major_label_orientation = 0.8 if len(layers) > 6 else 0
     fig.add_tools(HoverTool(tooltips=[("layer", "@layer"), ("before", "@before{0,0}"), ("after", "@after{0,0}")]))
     return fig
@@ -68,7 +76,8 @@ def sizes_figure(report: Report, what: str = "params"):
     """Per-layer parameters (``what="params"``) or bytes (``"bytes"``) before and after."""
     if what not in ("params", "bytes"):
         raise ValueError(f"what must be 'params' or 'bytes'; got {what!r}.")
-    return _dodged_bars(f"{what} per layer", D.layer_sizes(report), f"{what}_before", f"{what}_after", what)
+    label = {"params": "parameters", "bytes": "bytes"}[what]
+    return _dodged_bars(f"{label} per layer", D.layer_sizes(report), f"{what}_before", f"{what}_after", what)
 
 
 def errors_figure(report: Report):

@@ -22,6 +22,7 @@ from ..core.apply import compress, compress_, forget_undo, revert_
 from ..core.metrics import call_model, eval_mode, primary_output, relative_error
 from ..core.plan import Plan, Step, tidy_float
 from ..core.registry import get_method, list_methods
+from ..core.report import format_bytes
 from ..core.selection import Selector
 from ..errors import CompressError
 from ..methods._head import split_head
@@ -454,7 +455,11 @@ def _summary_html(preview, other: list[str]) -> str:
     rows = [("parameters", preview.params_before, preview.params_after),
             ("non-zero parameters", preview.nonzeros_before, preview.nonzeros_after),
             ("bytes in memory", preview.bytes_before, preview.bytes_after)]
-    body = "".join(f"<tr><td>{q}</td><td>{b:,}</td><td>{a:,}</td><td>{ratio(b, a)}</td></tr>" for q, b, a in rows)
+    def cell(q, v):  # bytes as the reports write them (KiB, MiB), counts with thousands separators
+        return format_bytes(v) if q.startswith("bytes") else f"{v:,}"
+
+    body = "".join(f"<tr><td>{q}</td><td>{cell(q, b)}</td><td>{cell(q, a)}</td><td>{ratio(b, a)}</td></tr>"
+                   for q, b, a in rows)
     worst = max(preview.layers, key=lambda r: r["error"], default=None)
     notes = []
     if worst is not None:
