@@ -9,11 +9,19 @@ import * as path from 'path';
 const QUICKSTART = path.join(__dirname, '..', '..', '..', 'notebooks', 'quickstart.ipynb');
 
 test('the quickstart runs through with no stderr box and no error', async ({ page, tmpPath }) => {
-  test.setTimeout(600_000);
+  test.setTimeout(420_000);
   await page.contents.uploadContent(fs.readFileSync(QUICKSTART, 'utf8'), 'text', `${tmpPath}/quickstart.ipynb`);
   await page.notebook.openByPath(`${tmpPath}/quickstart.ipynb`);
   await page.notebook.activate('quickstart.ipynb');
-  await page.notebook.run();
+  // Run All (not page.notebook.run(): that waits for every code cell to run, and the panel's Generate cell
+  // inserts one, unexecuted, while the others run); done when the last cell has printed "ok"
+  await page.evaluate(() => (window as any).jupyterapp.commands.execute('notebook:run-all-cells'));
+  await expect.poll(() => page.evaluate(() => {
+    const cells = (window as any).jupyterapp.shell.currentWidget.content.widgets;
+    const last = cells[cells.length - 1];
+    const text = last.model.outputs.toJSON().map((o: any) => o.text ?? '').join('');
+    return text.includes('ok') || last.model.outputs.toJSON().some((o: any) => o.output_type === 'error');
+  }), { timeout: 280_000, intervals: [2000] }).toBe(true);
   const outputs = await page.evaluate(() => {
     const panel = (window as any).jupyterapp.shell.currentWidget;
     return panel.content.widgets
