@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -283,13 +284,32 @@ def test_tokenizer_that_is_not_callable_is_one_line(shell, ns):
         run(shell, "%compress model --prune 0.5 --tokenizer notatok")
 
 
-def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys, monkeypatch):
+@contextlib.contextmanager
+def _not_installed(package: str, ours: str):
+    """``import package`` fails as when it is not installed, and our modules that import it (``ours``) are
+    imported afresh; afterwards sys.modules and the packages' attributes are exactly as before (a half-done
+    import must not leave a second copy of a module, with its own state, behind for later tests)."""
     import sys
 
-    for name in [m for m in sys.modules if m == "bokeh" or m.startswith(("bokeh.", "jupyter_compress.plotting"))]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "bokeh", None)  # import bokeh -> ImportError, as when it is not installed
-    run(shell, "%compress model --prune 0.5 --as nobokeh --plots")
+    saved = dict(sys.modules)
+    for name in [m for m in sys.modules if m == package or m.startswith((package + ".", ours))]:
+        del sys.modules[name]
+    sys.modules[package] = None
+    try:
+        yield
+    finally:
+        for name in [m for m in sys.modules if m not in saved]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        for name, module in saved.items():
+            parent, _, child = name.rpartition(".")
+            if module is not None and name.startswith(ours) and saved.get(parent) is not None:
+                setattr(saved[parent], child, module)
+
+
+def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys):
+    with _not_installed("bokeh", "jupyter_compress.plotting"):
+        run(shell, "%compress model --prune 0.5 --as nobokeh --plots")
     out = capsys.readouterr().out
     assert "jupyter_compress report" in out
     hint = [line for line in out.splitlines() if line.startswith("(no plots")]
@@ -297,15 +317,10 @@ def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys,
     assert "nobokeh" in ns
 
 
-def test_without_ipywidgets_tune_is_one_line_and_the_rest_works(shell, ns, monkeypatch):
-    import sys
-
-    for name in [m for m in sys.modules if m == "ipywidgets" or m.startswith(("ipywidgets.",
-                                                                             "jupyter_compress.widgets"))]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "ipywidgets", None)
-    with pytest.raises(UsageError, match="--tune needs ipywidgets") as info:
-        run(shell, "%compress model --tune --example x")
-    assert "\n" not in str(info.value)
-    run(shell, "%compress model --prune 0.5 --as still_works --no-plots")
+def test_without_ipywidgets_tune_is_one_line_and_the_rest_works(shell, ns):
+    with _not_installed("ipywidgets", "jupyter_compress.widgets"):
+        with pytest.raises(UsageError, match="--tune needs ipywidgets") as info:
+            run(shell, "%compress model --tune --example x")
+        assert "\n" not in str(info.value)
+        run(shell, "%compress model --prune 0.5 --as still_works --no-plots")
     assert "still_works" in ns
