@@ -8,6 +8,7 @@ Messages are one line that names the bad value and says what to do instead.
 from __future__ import annotations
 
 __all__ = [
+    "shown",
     "CompressError",
     "InvalidConfigError",
     "SelectorError",
@@ -17,6 +18,17 @@ __all__ = [
     "LayerNotSupportedError",
     "NothingToRevertError",
 ]
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error message quotes at most a short prefix of a value
+    (a plan or a file can hold a 100,000-character string, and a message stays one short line)."""
+    try:
+        text = repr(value)
+    except Exception:  # a value whose repr fails (or is huge to build) is named by its type
+        text = f"<{type(value).__name__}>"
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CompressError(Exception):

@@ -72,7 +72,7 @@ def test_plan_file_round_trip_on_disk(tmp_path):
         ("steps: [1, 2]", "step 1 must be a mapping"),
         ("steps:\n- {amount: 0.5}", "has no 'method' key"),
         ("steps: {method: prune}", "'steps' must be a list"),
-        ("seed: -1\nsteps: []", "'seed' must be an int >= 0"),
+        ("seed: -1\nsteps: []", "'seed' must be an int in \\[0"),
         ("steps: [", "not valid YAML at line"),
         ("", "The plan is empty"),
         ("- 1\n- 2", "must be a mapping with a 'steps' list"),

@@ -199,14 +199,25 @@ def test_qat_trains_the_fake_quantized_layers_and_keeps_accuracy(digits):
     X_train, _, y_train, _ = digits_data()
     _QAT_DATA["train"] = (X_train, y_train)
     before = jc.state_dict_hash(model)
-    small, report = jc.compress(model, jc.QATConfig(train=f"{__name__}:qat_train"), data=list(X_cal.split(64)))
+    small, report = jc.compress(model, jc.QATConfig(train=qat_train), data=list(X_cal.split(64)))
     assert jc.state_dict_hash(model) == before
     assert all(r.detail.get("trained") for r in report.compressed_rows if "trained" in r.detail)
+    # the plan records the function by name only; replaying it takes the function from functions=
+    assert report.plan["steps"][0]["train"] == f"{__name__}:qat_train"
     assert jc.accuracy(small, X_test, y_test) >= jc.accuracy(model, X_test, y_test) - 0.005
     assert isinstance(small.bn2, nn.Identity)
 
 
 def test_qat_names_a_missing_training_function():
     model, x = make("cnn")
-    with pytest.raises(jc.CompressError, match="names no function"):
+    with pytest.raises(jc.CompressError, match="never imports code") as info:
         jc.compress(model, jc.QATConfig(train="no_such_module:train"), example_inputs=x)
+    assert "\n" not in str(info.value)
+
+
+def test_qat_takes_a_named_function_from_functions_only():
+    model, x = make("cnn")
+    calls = []
+    plan = jc.Plan.from_yaml("steps: [{method: quantize.qat, train: my_train}]")
+    jc.compress(model, plan, data=[x], functions={"my_train": calls.append})
+    assert len(calls) == 1 and isinstance(calls[0], nn.Module)

@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -68,6 +68,10 @@ class Context:
     original: Callable[[], nn.Module] | None = None
     # the step's selector: a method may treat layers the user named exactly differently (e.g. keep_head)
     selector: Any = None
+    # functions the caller handed over by name (QAT's training loop): a plan names them, never imports them
+    functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    # rebuilding a saved model (load): the file holds the trained values, so training is not run again
+    replay: bool = False
 
 
 def applied_plans(model: nn.Module) -> list[Plan]:
@@ -81,6 +85,15 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     old = parent._modules[attr]
     parent._modules[attr] = new
     return old
+
+
+def _swap_recorded(model: nn.Module, name: str, new: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
+    """Swap ``new`` in, recording the original *before* the swap: an interrupt between the two can then only
+    leave a record of a swap not yet made (undoing it is a no-op), never a swap without its record."""
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    swaps.append((name, parent._modules[attr]))
+    parent._modules[attr] = new
 
 
 def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
@@ -160,6 +173,8 @@ def _run(
     model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any,
     on_step: Callable[[int, int, str], Any] | None = None,
     reference: nn.Module | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    replay: bool = False,
 ) -> tuple[list, list, dict]:
     rows: list = []
     notes: list[str] = []
@@ -176,7 +191,7 @@ def _run(
             start = time.perf_counter()
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
                           step_index=index, original=_original_of(model, reference or model, swaps),
-                          selector=step.selector)
+                          selector=step.selector, functions=dict(functions or {}), replay=replay)
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             dropped, tie_notes = keep_ties(model, result.replacements, method.name)
@@ -185,7 +200,7 @@ def _run(
             for name, new in result.replacements.items():
                 old = model.get_submodule(name)
                 new.train(old.training)
-                swaps.append((name, _swap(model, name, new)))
+                _swap_recorded(model, name, new, swaps)
             timings[f"step {index + 1} ({method.name}) s"] = time.perf_counter() - start
             rows += result.rows
             notes += [n for n in result.notes if n not in notes]
@@ -203,6 +218,8 @@ def _compress_into(
     example_inputs: Any,
     data: Any,
     on_step: Callable[[int, int, str], Any] | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    replay: bool = False,
 ) -> Report:
     if not plan.steps:
         raise PlanError("The plan has no steps; add at least one, e.g. Plan.of(PruneConfig(amount=0.5)).")
@@ -233,16 +250,13 @@ def _compress_into(
         _check_example(reference, example_inputs)
 
     swaps: list[tuple[str, nn.Module]] = []
+    ran: Plan | None = None
     start = time.perf_counter()
     try:
-        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step, reference)
-    except BaseException:
-        _rollback(target, swaps)  # KeyboardInterrupt included: the model is left as it was
-        raise
-    timings["compress s"] = time.perf_counter() - start
-
-    metrics_after: dict[str, Any] = {}
-    try:
+        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step, reference, functions,
+                                    replay)
+        timings["compress s"] = time.perf_counter() - start
+        metrics_after: dict[str, Any] = {}
         if check_inputs is not None:
             _check_runs(target, check_inputs, [name for name, _ in swaps])
         if eval is not None:
@@ -254,37 +268,64 @@ def _compress_into(
             if ref_t is not None and out_t is not None and ref_t.shape == out_t.shape:
                 metrics_after["output_rel_error"] = relative_error(ref_t, out_t)
             metrics_after["latency_ms"] = measure_latency(target, example_inputs, max_time_s=2.0).median_ms
-    except BaseException:
-        _rollback(target, swaps)  # a copy (compress) is rolled back too: the caller never sees it
-        raise
 
-    after = _stats(target)
-    methods = list(dict.fromkeys(get_method(step.method) for step in plan.steps))
-    left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
-                           ", ".join(m.name for m in methods))
-    notes = input_notes + notes + ([left] if left else [])
-    larger = larger_note(before, after, [(name, old, target.get_submodule(name)) for name, old in swaps])
-    if larger:
-        notes.insert(0, larger)
+        after = _stats(target)
+        methods = list(dict.fromkeys(get_method(step.method) for step in plan.steps))
+        left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
+                               ", ".join(m.name for m in methods))
+        notes = input_notes + notes + ([left] if left else [])
+        larger = larger_note(before, after, [(name, old, target.get_submodule(name)) for name, old in swaps])
+        if larger:
+            notes.insert(0, larger)
+        ran = dataclasses.replace(plan, versions=current_versions())
+        report = Report(
+            rows=rows,
+            plan=ran.to_dict(),
+            model_params_before=before[0],
+            model_params_after=after[0],
+            model_nonzeros_before=before[1],
+            model_nonzeros_after=after[1],
+            model_bytes_before=before[2],
+            model_bytes_after=after[2],
+            metrics_before=metrics_before,
+            metrics_after=metrics_after,
+            timings=timings,
+            notes=notes,
+            inplace=inplace,
+        )
+        _commit(target, swaps, ran, inplace)
+    except BaseException as exc:
+        if _committed(target, swaps, ran, inplace):  # interrupted after the commit: revert_ undoes it
+            _add_note(exc, "The compression completed before this error: the model is compressed; "
+                      "revert_(model) undoes it.")
+        else:  # KeyboardInterrupt included: the model is left as it was (a copy too: the caller never sees it)
+            _rollback(target, swaps)
+            if inplace and swaps:
+                _add_note(exc, "The model was restored: it is exactly as it was before compress_.")
+        raise
+    return report
+
+
+def _commit(target: nn.Module, swaps: list, ran: Plan, inplace: bool) -> None:
+    """Store the undo record, then the applied plan. The undo record is stored by one assignment: before it
+    the caller rolls back on an interrupt, after it the model is compressed with a working undo record."""
     if inplace:
-        _UNDO.setdefault(target, []).append(swaps)
-    ran = dataclasses.replace(plan, versions=current_versions())
-    _APPLIED.setdefault(target, []).append(ran)
-    return Report(
-        rows=rows,
-        plan=ran.to_dict(),
-        model_params_before=before[0],
-        model_params_after=after[0],
-        model_nonzeros_before=before[1],
-        model_nonzeros_after=after[1],
-        model_bytes_before=before[2],
-        model_bytes_after=after[2],
-        metrics_before=metrics_before,
-        metrics_after=metrics_after,
-        timings=timings,
-        notes=notes,
-        inplace=inplace,
-    )
+        _UNDO[target] = [*_UNDO.get(target, []), swaps]
+    _APPLIED[target] = [*_APPLIED.get(target, []), ran]
+
+
+def _committed(target: nn.Module, swaps: list, ran: Plan | None, inplace: bool) -> bool:
+    """Whether ``_commit`` stored the undo record of ``swaps`` (completing its second half if needed)."""
+    if not inplace or not any(record is swaps for record in _UNDO.get(target, [])):
+        return False
+    if ran is not None and not any(p is ran for p in _APPLIED.get(target, [])):
+        _APPLIED[target] = [*_APPLIED.get(target, []), ran]
+    return True
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
 
 
 def _check_model(model: Any) -> None:
@@ -302,6 +343,7 @@ def compress(
     measure: bool = True,
     on_step: Callable[[int, int, str], Any] | None = None,
     tokenizer: Any = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
 ) -> tuple[nn.Module, Report]:
     """Compress a copy of ``model`` by ``plan``; return ``(new_model, report)``.
 
@@ -327,12 +369,12 @@ def compress(
     _APPLIED[new] = list(_APPLIED.get(model, []))
     attach_tokenizer(new, given_tokenizer(model))
     report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data,
-                            measure=measure, on_step=on_step)
+                            measure=measure, on_step=on_step, functions=functions)
     return new, report
 
 
 def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None,
-            tokenizer: Any = None) -> Report:
+            tokenizer: Any = None, functions: Mapping[str, Callable[..., Any]] | None = None) -> Report:
     """What ``plan`` would do, layer by layer (counts, coupled layers, skipped layers and why), without
     changing ``model``: the plan runs on a copy, with no evaluation and no timing, and the copy is dropped."""
     _check_model(model)
@@ -340,7 +382,7 @@ def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: An
     attach_tokenizer(model, tokenizer)
     new = copy.deepcopy(model)
     report = _compress_into(new, model, plan, inplace=False, eval=None, example_inputs=example_inputs,
-                            data=data, measure=False)
+                            data=data, measure=False, functions=functions)
     _APPLIED.pop(new, None)
     report.notes.insert(0, "Preview: nothing was changed; this is what the plan would do.")
     return report
@@ -356,18 +398,23 @@ def compress_(
     measure: bool = True,
     on_step: Callable[[int, int, str], Any] | None = None,
     tokenizer: Any = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    replay: bool = False,
 ) -> Report:
-    """Compress ``model`` in place; transactional (a failure leaves it bit-identical).
+    """Compress ``model`` in place; transactional: an exception or interrupt before the compression completes
+    leaves it bit-identical (same modules, same values); after it completes, :func:`revert_` undoes it.
 
     The replaced layers are kept so that :func:`revert_` can restore them exactly;
-    call ``forget_undo(model)`` to free that memory once you are sure.
+    call ``forget_undo(model)`` to free that memory once you are sure. ``functions``: functions a plan names
+    (QAT's ``train``), by name; a plan never imports code. ``replay=True`` rebuilds a saved model's structure
+    (``load``): training steps are not run again, the saved values are loaded afterwards.
     """
     _check_model(model)
     plan = Plan.coerce(plan)
     attach_tokenizer(model, tokenizer)
     # "before" metrics are measured on the model before any layer is swapped, so no copy is needed.
     return _compress_into(model, model, plan, inplace=True, eval=eval, example_inputs=example_inputs, data=data,
-                          measure=measure, on_step=on_step)
+                          measure=measure, on_step=on_step, functions=functions, replay=replay)
 
 
 def revert_(model: nn.Module) -> nn.Module:

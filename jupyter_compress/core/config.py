@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, shown
 
 __all__ = ["MethodConfig", "param", "Interval", "OneOf", "Boolean", "RankSpec", "IntAtLeast", "parse_rank"]
 
@@ -30,8 +30,14 @@ class Constraint:
         return value
 
 
+# ints from files are bounded before any use (a 400-digit int would overflow float conversions)
+MAX_INT = 2**53
+
+
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= MAX_INT if isinstance(value, int) else math.isfinite(value)
 
 
 class Interval(Constraint):
@@ -58,14 +64,16 @@ class Interval(Constraint):
 
 
 class IntAtLeast(Constraint):
-    def __init__(self, low: int):
-        self.low = low
+    """An int in [low, high]; ``high`` bounds what a file can ask for (a loop count, a tensor order)."""
+
+    def __init__(self, low: int, high: int = 1_000_000):
+        self.low, self.high = low, high
 
     def check(self, value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= self.low
+        return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
 
     def describe(self) -> str:
-        return f"an int >= {self.low}"
+        return f"an int in [{self.low}, {self.high}]"
 
 
 class Boolean(Constraint):
@@ -95,7 +103,7 @@ def parse_rank(value: Any) -> tuple[str, float]:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
-        if value >= 1:
+        if 1 <= value <= MAX_INT:
             return "int", value
         raise ValueError(value)
     if isinstance(value, float):
@@ -104,7 +112,7 @@ def parse_rank(value: Any) -> tuple[str, float]:
         raise ValueError(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        if text.startswith("energy:"):
+        if text.startswith("energy:") and len(text) <= 40:
             energy = float(text.split(":", 1)[1])
             if 0.0 < energy <= 1.0:
                 return "energy", energy
@@ -137,8 +145,8 @@ class RatioMap(Constraint):
     def check(self, value: Any) -> bool:
         if value is None:
             return True
-        return isinstance(value, dict) and all(
-            isinstance(k, str) and k and _is_real(v) and 0.0 <= float(v) < 1.0 for k, v in value.items())
+        return isinstance(value, dict) and len(value) <= 100_000 and all(
+            isinstance(k, str) and 0 < len(k) <= 1000 and _is_real(v) and 0.0 <= float(v) < 1.0 for k, v in value.items())
 
     def describe(self) -> str:
         return "None or a mapping {layer name or 're:pattern': fraction in [0, 1)}"
@@ -173,7 +181,7 @@ class MethodConfig:
             if not check.check(value):
                 raise InvalidConfigError(
                     f"The {f.name!r} parameter of {type(self).__name__} must be {check.describe()}. "
-                    f"Got {value!r} instead."
+                    f"Got {shown(value)} instead."
                 )
             object.__setattr__(self, f.name, check.normalize(value))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import PlanError, SchemaVersionError
+from ..errors import PlanError, SchemaVersionError, shown
 from .config import MethodConfig
 from .jsonsafe import dumps
 from .registry import get_method, method_for_config
@@ -35,6 +35,12 @@ from .selection import Selector
 __all__ = ["Step", "Plan", "PLAN_SCHEMA", "current_versions", "tidy_float"]
 
 PLAN_SCHEMA = 1
+# bounds on what a plan text may hold, checked before and while it is parsed: plans are files and notebook
+# cells, and a few hundred bytes must not be able to take minutes or gigabytes (YAML aliases, deep nesting)
+MAX_PLAN_CHARS = 1_000_000
+MAX_DEPTH = 32
+MAX_STEPS = 1_000
+MAX_SEED = 2**63 - 1
 _SCHEMA_KEY = "jupyter_compress_plan"
 _SELECTOR_KEYS = ("layers", "types", "exclude")
 _TOP_KEYS = (_SCHEMA_KEY, "seed", "versions", "steps")
@@ -58,6 +64,52 @@ def _tidy(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_tidy(v) for v in obj)
     return obj
+
+
+class _PlanLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no tags beyond plain data) that refuses aliases and bounds the nesting depth.
+
+    Aliases are what "billion laughs" documents are made of, and a plan needs none; depth is bounded here,
+    before PyYAML's recursive composer meets a 50,000-deep document.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise PlanError(f"The plan uses a YAML alias (*{str(event.anchor)[:40]}) at line {line}; plans take "
+                            f"no anchors or aliases: write the value out.")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise PlanError(f"The plan nests deeper than {MAX_DEPTH} levels; a plan is a list of flat steps.")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_depth(data: Any, depth: int = 0) -> None:
+    """Nesting depth of parsed JSON (json.loads has no limit of its own below the recursion limit)."""
+    if depth > MAX_DEPTH:
+        raise PlanError(f"The plan nests deeper than {MAX_DEPTH} levels; a plan is a list of flat steps.")
+    if isinstance(data, dict):
+        for v in data.values():
+            _check_depth(v, depth + 1)
+    elif isinstance(data, list):
+        for v in data:
+            _check_depth(v, depth + 1)
+
+
+def _check_size(text: Any) -> None:
+    if not isinstance(text, str):
+        raise PlanError(f"A plan must be text (YAML or JSON); got a {type(text).__name__}.")
+    if len(text) > MAX_PLAN_CHARS:
+        raise PlanError(f"The plan is {len(text):,} characters long, more than the {MAX_PLAN_CHARS:,} a plan may "
+                        f"have; a plan is a short list of steps.")
 
 
 def current_versions() -> dict[str, str]:
@@ -94,10 +146,13 @@ class Step:
     def from_dict(cls, data: Any, index: int = 0) -> Step:
         where = f"step {index + 1}"
         if not isinstance(data, dict):
-            raise PlanError(f"Plan {where} must be a mapping with a 'method' key; got {data!r}.")
+            raise PlanError(f"Plan {where} must be a mapping with a 'method' key; got {shown(data)}.")
         if "method" not in data:
             raise PlanError(f"Plan {where} has no 'method' key; add e.g. 'method: prune'.")
-        method = get_method(str(data["method"]))
+        if not isinstance(data["method"], str) or len(data["method"]) > 100:
+            raise PlanError(f"Plan {where}'s 'method' must be a method name such as 'prune'; got "
+                            f"{shown(data['method'])}.")
+        method = get_method(data["method"])
         fields = method.config_cls.field_names()
         params, selector = {}, {}
         for key, value in data.items():
@@ -108,17 +163,26 @@ class Step:
             elif key in fields:
                 params[key] = value
             else:
-                close = difflib.get_close_matches(str(key), fields + list(_SELECTOR_KEYS), n=1, cutoff=0.75)
+                close = difflib.get_close_matches(str(key)[:100], fields + list(_SELECTOR_KEYS), n=1, cutoff=0.75)
                 if close:
                     raise PlanError(
-                        f"Plan {where} ({method.name}) has an unknown key {key!r}; did you mean {close[0]!r}?"
+                        f"Plan {where} ({method.name}) has an unknown key {shown(key)}; did you mean {close[0]!r}?"
                     )
                 warnings.warn(
-                    f"Plan {where} ({method.name}): ignoring unknown key {key!r} "
+                    f"Plan {where} ({method.name}): ignoring unknown key {shown(key)} "
                     f"(known: {', '.join(fields + list(_SELECTOR_KEYS))}).",
                     stacklevel=3,
                 )
-        return cls(method.config_cls(**params), Selector.from_dict(selector))
+        for key, value in selector.items():
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or len(items) > 10_000 or not all(
+                    isinstance(v, str) and len(v) <= 1000 for v in items):
+                raise PlanError(f"Plan {where}'s {key!r} must be a layer name or a list of them (at most 10,000, "
+                                f"each at most 1,000 characters); got {shown(value)}.")
+        try:
+            return cls(method.config_cls(**params), Selector.from_dict(selector))
+        except TypeError as exc:  # a value of a type the config cannot take at all
+            raise PlanError(f"Plan {where} ({method.name}): {str(exc)[:200]}.") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +195,8 @@ class Plan:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise PlanError(f"The plan's 'seed' must be an int >= 0. Got {self.seed!r} instead.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise PlanError(f"The plan's 'seed' must be an int in [0, 2**63 - 1]. Got {shown(self.seed)} instead.")
 
     # -- building --------------------------------------------------------
     @classmethod
@@ -173,7 +237,7 @@ class Plan:
             raise PlanError(f"A plan must be a mapping with a 'steps' list; got a {type(data).__name__}.")
         schema = data.get(_SCHEMA_KEY, PLAN_SCHEMA)
         if not isinstance(schema, int) or isinstance(schema, bool):
-            raise PlanError(f"The plan's {_SCHEMA_KEY!r} must be an int. Got {schema!r} instead.")
+            raise PlanError(f"The plan's {_SCHEMA_KEY!r} must be an int. Got {shown(schema)} instead.")
         if schema > PLAN_SCHEMA:
             raise SchemaVersionError(
                 f"This plan uses schema {schema}, newer than this jupyter_compress understands "
@@ -181,17 +245,21 @@ class Plan:
             )
         for key in data:
             if key not in _TOP_KEYS:
-                warnings.warn(f"Ignoring unknown plan key {key!r} (known: {', '.join(_TOP_KEYS)}).", stacklevel=3)
+                warnings.warn(f"Ignoring unknown plan key {shown(key)} (known: {', '.join(_TOP_KEYS)}).",
+                              stacklevel=3)
         steps = data.get("steps", [])
         if not isinstance(steps, list):
-            raise PlanError(f"The plan's 'steps' must be a list. Got {steps!r} instead.")
+            raise PlanError(f"The plan's 'steps' must be a list. Got {shown(steps)} instead.")
+        if len(steps) > MAX_STEPS:
+            raise PlanError(f"The plan has {len(steps):,} steps, more than the {MAX_STEPS:,} a plan may have.")
         versions = data.get("versions") or {}
         if not isinstance(versions, dict):
-            raise PlanError(f"The plan's 'versions' must be a mapping. Got {versions!r} instead.")
+            raise PlanError(f"The plan's 'versions' must be a mapping. Got {shown(versions)} instead.")
+        versions = {str(k)[:100]: str(v)[:100] for k, v in list(versions.items())[:32]}
         return cls(
             tuple(Step.from_dict(s, i) for i, s in enumerate(steps)),
             seed=data.get("seed", 0),
-            versions={str(k): str(v) for k, v in versions.items()},
+            versions=versions,
         )
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -199,10 +267,14 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
+        _check_size(text)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise PlanError(f"The plan is not valid JSON: {exc}.") from None
+            raise PlanError(f"The plan is not valid JSON: {str(exc)[:120]}.") from None
+        except (RecursionError, ValueError) as exc:  # nesting past the interpreter's limit; a 5,000-digit int
+            raise PlanError(f"The plan cannot be read as JSON ({type(exc).__name__}: {str(exc)[:80]}).") from None
+        _check_depth(data)
         return cls.from_dict(data)
 
     def to_yaml(self) -> str:
@@ -210,21 +282,33 @@ class Plan:
 
     @classmethod
     def from_yaml(cls, text: str) -> Plan:
+        _check_size(text)
+        loader = _PlanLoader(text)
         try:
-            data = yaml.safe_load(text)
+            data = loader.get_single_data()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "syntax error"
+            problem = str(getattr(exc, "problem", None) or "syntax error")[:120]
             raise PlanError(f"The plan is not valid YAML{where}: {problem}.") from None
+        except (RecursionError, ValueError, OverflowError) as exc:  # e.g. an int of more than 4,300 digits
+            if isinstance(exc, PlanError):
+                raise
+            raise PlanError(f"The plan cannot be read ({type(exc).__name__}: {str(exc)[:80]}).") from None
+        finally:
+            loader.dispose()
         if data is None:
             raise PlanError("The plan is empty; give at least one step, e.g. 'steps: [{method: prune, amount: 0.5}]'.")
         return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str) -> Plan:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_yaml(fh.read())  # JSON is read by the YAML loader as well
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read(MAX_PLAN_CHARS + 1)
+        except UnicodeDecodeError:
+            raise PlanError(f"{str(path)[:200]}: not a text file (a plan is YAML or JSON text).") from None
+        return cls.from_yaml(text)  # JSON is read by the YAML loader as well
 
     def save(self, path: str) -> None:
         text = self.to_json() if str(path).endswith(".json") else self.to_yaml()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,28 +22,36 @@ __all__ = ["Selector", "resolve_type"]
 
 
 def resolve_type(spec: str | type) -> type:
-    """Turn 'Linear', 'nn.Linear', 'torch.nn.Linear' or 'pkg.mod.Class' into a class."""
+    """Turn 'Linear', 'nn.Linear', 'torch.nn.Linear' or 'pkg.mod.Class' into a class.
+
+    A dotted name is looked up among the modules already imported (``sys.modules``), never imported: a
+    plan is text from a file or a notebook cell, and naming a module in it must not run that module's code.
+    """
     if isinstance(spec, type):
         return spec
     name = str(spec).strip()
+    shown = name if len(name) <= 80 else name[:77] + "..."
     short = name.rsplit(".", 1)[-1]
     if name.startswith(("torch.nn.", "nn.")) or "." not in name:
         cls = getattr(nn, short, None)
         if isinstance(cls, type) and issubclass(cls, nn.Module):
             return cls
-    if "." in name:
-        import importlib
-
+    if "." in name and len(name) <= 300:
         module_name, _, attr = name.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError):
-            cls = None
+        cls = getattr(sys.modules.get(module_name), attr, None)
+        if cls is None:  # a nested class: 'pkg.mod.Outer.Inner'
+            outer_module, _, outer = module_name.rpartition(".")
+            cls = getattr(getattr(sys.modules.get(outer_module), outer, None), attr, None)
         if isinstance(cls, type) and issubclass(cls, nn.Module):
             return cls
+        if module_name not in sys.modules:
+            raise SelectorError(
+                f"Unknown module type {shown!r} in a selector: its module is not imported, and a plan never "
+                f"imports code; import it in your own code first, or use a torch.nn class name such as 'Linear'."
+            )
     raise SelectorError(
-        f"Unknown module type {name!r} in a selector; use a torch.nn class name such as 'Linear' "
-        f"or a full path such as 'mypkg.layers.MyBlock'."
+        f"Unknown module type {shown!r} in a selector; use a torch.nn class name such as 'Linear' "
+        f"or the full path of an imported class such as 'mypkg.layers.MyBlock'."
     )
 
 

@@ -2,7 +2,12 @@
 fingerprints, tensor digest) as JSON in the safetensors metadata.
 
 One file so that a save is atomic: it is written to a temporary file in the same folder, flushed
-and renamed over the old one, so a process killed mid-save leaves the previous artifact intact.
+and renamed over the old one, so a process killed mid-save leaves the previous artifact intact (and its
+temporary file is removed by the next save in that folder).
+
+An artifact is untrusted input: ``load`` never imports a module or calls a function named in it (the plan
+is replayed by the registry's own methods, a QAT step without its training), the digest covers the whole
+manifest as well as the weights, and every field is checked (types, sizes, depth) before use.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ from ..core.jsonsafe import dumps
 from ..core.plan import Plan, current_versions
 from ..core.registry import get_method
 from ..core.report import Report
-from ..errors import CompressError, SchemaVersionError
+from ..errors import CompressError, SchemaVersionError, shown
 from .inputs import input_spec, synth_inputs
 
 __all__ = ["ARTIFACT_SCHEMA", "save", "load", "read_manifest"]
 
-ARTIFACT_SCHEMA = 1
+ARTIFACT_SCHEMA = 2  # 2: the digest covers the manifest too
 _KEY = "jupyter_compress"
+_MAX_MANIFEST_CHARS = 16_000_000  # a manifest holds a plan and a report: a few hundred KB for big models
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -40,6 +46,31 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _manifest_digest(tensor_digest: str, manifest: dict[str, Any]) -> str:
+    """sha256 of the weights' digest and the manifest (without this digest), in canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str, allow_nan=True)
+    return hashlib.sha256(f"{tensor_digest}|{text}".encode()).hexdigest()
+
+
+def _clean_orphans(folder: Path, name: str) -> None:
+    """Remove temporary files left by saves that were killed (their process is gone)."""
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        parts = tmp.name[len(name) + 2:].split(".")
+        try:
+            pid = int(parts[0])
+        except (ValueError, IndexError):
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # alive under another user, or no permission to ask: leave it
+            continue
 
 
 def fingerprint(data: Any) -> str | None:
@@ -106,11 +137,14 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
     manifest = {
         "schema": ARTIFACT_SCHEMA, "plan": plan, "report": report, "versions": current_versions(),
         "example_inputs": None if example_inputs is None else input_spec(example_inputs),
-        "data_fingerprint": fingerprint(data), "sha256": _digest(tensors),
+        "data_fingerprint": fingerprint(data),
     }
+    manifest = json.loads(dumps(manifest, default=str))  # as it will be read back (strict JSON)
+    manifest["sha256"] = _manifest_digest(_digest(tensors), manifest)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _clean_orphans(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={_KEY: dumps(manifest, default=str)})
@@ -159,12 +193,37 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
                             f"{str(exc).splitlines()[0][:120]}).") from None
     if _KEY not in meta:
         raise CompressError(f"{path} is a safetensors file but not a jupyter_compress artifact (no manifest).")
-    manifest = json.loads(meta[_KEY])
+    return _parse_manifest(path, meta[_KEY])
+
+
+def _parse_manifest(path: Path, text: Any) -> dict[str, Any]:
+    """The manifest, checked field by field: a damaged or edited one is a one-line CompressError."""
+    def bad(what: str) -> CompressError:
+        return CompressError(f"{path}: the artifact's manifest is damaged ({what}); save it again from the model.")
+
+    if not isinstance(text, str) or len(text) > _MAX_MANIFEST_CHARS:
+        raise bad("too large")
+    try:
+        manifest = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; nesting past the limit
+        raise bad(f"not JSON: {str(exc)[:80]}") from None
+    if not isinstance(manifest, dict):
+        raise bad(f"a {type(manifest).__name__}, not a mapping")
     schema = manifest.get("schema")
-    if not isinstance(schema, int) or schema > ARTIFACT_SCHEMA:
-        raise SchemaVersionError(f"{path} was written with artifact schema {schema!r}, newer than this "
+    if isinstance(schema, bool) or not isinstance(schema, int):
+        raise bad(f"schema {shown(schema, 40)}")
+    if schema > ARTIFACT_SCHEMA:
+        raise SchemaVersionError(f"{path} was written with artifact schema {shown(schema, 40)}, newer than this "
                                  f"jupyter_compress reads ({ARTIFACT_SCHEMA}); upgrade: pip install -U "
                                  f"jupyter-compress.")
+    if schema < ARTIFACT_SCHEMA:
+        raise SchemaVersionError(f"{path} was written with artifact schema {schema}, whose digest does not cover "
+                                 f"its manifest; load it with the jupyter_compress that wrote it and save it "
+                                 f"again.")
+    for key, kinds in (("sha256", str), ("plan", dict), ("versions", dict), ("report", (dict, type(None))),
+                       ("example_inputs", (dict, type(None)))):
+        if not isinstance(manifest.get(key), kinds):
+            raise bad(f"{key!r} is {shown(manifest.get(key), 40)}")
     return manifest
 
 
@@ -194,22 +253,24 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     manifest = read_manifest(path)
     try:
         tensors = load_file(str(path))
-    except Exception as exc:
-        raise CompressError(f"{path}: the weights cannot be read (truncated or corrupt).") from exc
-    if _digest(tensors) != manifest["sha256"]:
-        raise CompressError(f"{path}: the weights do not match the digest recorded when saving (the file was "
-                            f"changed or damaged); save it again from the model.")
+    except Exception:
+        raise CompressError(f"{path}: the weights cannot be read (truncated or corrupt).") from None
+    if _manifest_digest(_digest(tensors), manifest) != manifest["sha256"]:
+        raise CompressError(f"{path}: the weights or the manifest do not match the digest recorded when saving "
+                            f"(the file was changed or damaged); save it again from the model.")
     model = model_factory() if not isinstance(model_factory, nn.Module) else model_factory
     if not isinstance(model, nn.Module):
         raise CompressError(f"model_factory must return a torch.nn.Module; it returned a {type(model).__name__}.")
     if example_inputs is None:
         example_inputs = synth_inputs(manifest.get("example_inputs"))
-    plan = Plan.from_dict(manifest["plan"])
+    plan = Plan.from_dict(manifest["plan"])  # checked like any plan: registered methods only, bounded values
     # recovery training (distillation) changes values only, and the file holds the values: not replayed,
     # so loading needs no training data and takes no training time
     steps = [s for s in plan.steps if get_method(s.method).family != "distillation"]
     if steps:
-        compress_(model, dataclasses.replace(plan, steps=steps), example_inputs=example_inputs, data=data)
+        # replay=True: no training is run again (QAT's train function is not looked up: the file holds the values)
+        compress_(model, dataclasses.replace(plan, steps=steps), example_inputs=example_inputs, data=data,
+                  replay=True)
     forget_undo(model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

@@ -29,8 +29,8 @@ __all__ = ["NMConfig", "nm_mask"]
 class NMConfig(MethodConfig):
     """N:M semi-structured sparsity masks (keep N of every M consecutive input weights)."""
 
-    n: int = param(2, help="weights kept in each group of M", check=IntAtLeast(1))
-    m: int = param(4, help="group size along the input dimension", check=IntAtLeast(2))
+    n: int = param(2, help="weights kept in each group of M", check=IntAtLeast(1, 1024))
+    m: int = param(4, help="group size along the input dimension", check=IntAtLeast(2, 1024))
 
     def __post_init__(self) -> None:
         super().__post_init__()

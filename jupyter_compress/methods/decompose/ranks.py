@@ -23,7 +23,8 @@ def parse_any_rank(value: Any) -> tuple[str, Any]:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto", None
     if isinstance(value, (tuple, list)):
-        if value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+        if 0 < len(value) <= 16 and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2**31
+                                        for v in value):
             return "tuple", tuple(value)
         raise ValueError(value)
     return parse_rank(value)

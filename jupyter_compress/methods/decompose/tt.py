@@ -17,7 +17,7 @@ from torch import nn
 from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
 from ...core.registry import MethodResult, register_method
-from ...errors import InvalidConfigError
+from ...errors import InvalidConfigError, shown
 from .._common import LINEAR_TYPES, layer_row, linear_view
 from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
@@ -38,8 +38,9 @@ class TTConfig(MethodConfig):
         "fraction of the layer's parameters to keep (largest equal ranks that fit)",
         check=RankRule("int", "tuple", "fraction"),
     )
-    cores: int = param(3, help="number of TT cores (the weight is reshaped to a tensor of this order)",
-                       check=IntAtLeast(2))
+    # at most 8: a weight reshaped to more cores has factors of 1-2 and the search over shapes grows fast
+    cores: int = param(3, help="number of TT cores (the weight is reshaped to a tensor of this order, 2..8)",
+                       check=IntAtLeast(2, 8))
     min_params: int = param(256, help="layers with fewer weights are left as they are", check=IntAtLeast(0))
     round_to: int = param(1, help="round each rank to a multiple of this", check=IntAtLeast(1))
     keep_head: bool = param(True, help=KEEP_HEAD_HELP, check=Boolean())
@@ -49,7 +50,7 @@ class TTConfig(MethodConfig):
         if isinstance(self.rank, tuple) and len(self.rank) != self.cores - 1:
             raise InvalidConfigError(
                 f"The 'rank' parameter of TTConfig has {len(self.rank)} ranks, but {self.cores} cores need "
-                f"{self.cores - 1} (one between each pair of cores). Got {self.rank!r} instead."
+                f"{self.cores - 1} (one between each pair of cores). Got {shown(self.rank)} instead."
             )
 
     def to_dict(self):

@@ -15,8 +15,9 @@ class LayerMap(Constraint):
     """None, or a mapping from teacher layer names to student layer names."""
 
     def check(self, value: Any) -> bool:
-        return value is None or isinstance(value, dict) and all(
-            isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items())
+        return value is None or isinstance(value, dict) and len(value) <= 10_000 and all(
+            isinstance(k, str) and 0 < len(k) <= 1000 and isinstance(v, str) and 0 < len(v) <= 1000
+            for k, v in value.items())
 
     def describe(self) -> str:
         return "None or a dict from teacher layer names to student layer names, e.g. {'layer3': 'layer3'}"

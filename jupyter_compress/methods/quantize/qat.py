@@ -1,16 +1,19 @@
 """Quantization-aware fine-tuning: fake quantization (torch.ao ``FakeQuantize``) during the user's training.
 
 A copy of the model gets each selected Conv / Linear (with its BatchNorm folded in, ReLU fused) wrapped in
-:class:`FakeQuantLayer`; only those layers are trainable. ``train(model)``, the user's own loop named by
-``'module:function'`` (in a notebook ``'__main__:my_train'``; a name keeps the plan replayable), runs with
+:class:`FakeQuantLayer`; only those layers are trainable. ``train(model)``, the user's own loop, runs with
 grad on; then the observers' ranges and the trained weights become :class:`StaticInt8Layer` s.
+
+``train`` is the function itself, or a NAME: a plan (a file, a notebook cell, a saved artifact) holds only
+the name, and the function comes from the caller (``compress(..., functions={NAME: fn})``, the CLI's
+``--train NAME=module:function``, a notebook's own namespace). A plan never imports a module or calls a
+function it names. A saved model's plan is replayed without training (the file holds the trained values).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib
 from typing import Any
 
 import torch
@@ -19,7 +22,7 @@ from torch.ao.quantization import FakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ...core.config import Boolean, MethodConfig, param
+from ...core.config import Boolean, Constraint, MethodConfig, param
 from ...core.registry import MethodResult, register_method
 from ...errors import CompressError
 from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
@@ -38,12 +41,34 @@ from .qstatic import StaticInt8Layer
 __all__ = ["QATConfig", "FakeQuantLayer"]
 
 
+class TrainFunction(Constraint):
+    """'' (no training), a name of at most 200 characters, or a callable."""
+
+    def check(self, value: Any) -> bool:
+        return callable(value) or (isinstance(value, str) and len(value) <= 200)
+
+    def describe(self) -> str:
+        return "a function, or its name (at most 200 characters) given with compress(..., functions={name: fn})"
+
+
+def function_name(fn: Any) -> str:
+    """The name a plan records for a training function passed as an object: 'module:qualname'."""
+    return f"{getattr(fn, '__module__', None) or '__main__'}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class QATConfig(MethodConfig):
     """Fake-quantized fine-tuning by the user's training function, then static int8 (per-channel weights)."""
 
-    train: str = param("", help="the training function as 'module:function', called as train(model) with fake "
-                       "quantization in place ('' = no training: calibrate on the data only)")
+    train: Any = param("", help="the training function, called as train(model) with fake quantization in place, "
+                       "or its name given with compress(..., functions={name: fn}) ('' = no training: calibrate "
+                       "on the data only)", check=TrainFunction())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if callable(out["train"]):
+            out["train"] = function_name(out["train"])  # a plan holds the name only (see the module docstring)
+        return out
     fuse: bool = param(True, help="fold Conv-BatchNorm and fuse a following ReLU first", check=Boolean())
 
 
@@ -86,15 +111,21 @@ class FakeQuantLayer(LayerStandIn, nn.Module):
         return self.output_fq(torch.relu(y) if self.relu else y)
 
 
-def _resolve(spec: str):
-    module_name, _, attr = spec.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CompressError(f"The 'train' parameter of QATConfig is {spec!r}, which names no function; give "
-                            f"'module:function' (in a notebook '__main__:my_train').") from exc
+def _resolve(spec: Any, ctx: Any):
+    """The training function: the object itself, or the caller's function of that name. Never an import."""
+    if callable(spec):
+        return spec
+    functions = getattr(ctx, "functions", None) or {}
+    fn = functions.get(spec)
+    if fn is None and ":" in spec:  # '__main__:my_train' given as functions={'my_train': fn}
+        fn = functions.get(spec.rpartition(":")[2])
+    if fn is None:
+        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        raise CompressError(f"QATConfig's train names {shown!r}, and no function of that name was passed; a plan "
+                            f"never imports code: pass compress(..., functions={{{shown!r}: my_train}}), or "
+                            f"--train {shown}=module:function on the command line.")
     if not callable(fn):
-        raise CompressError(f"The 'train' parameter of QATConfig is {spec!r}, which is not callable.")
+        raise CompressError(f"The function passed for QATConfig's train {spec[:60]!r} is not callable.")
     return fn
 
 
@@ -117,7 +148,8 @@ def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
     needs_data=True,
 )
 def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -> MethodResult:
-    train = _resolve(config.train) if config.train else None
+    # replaying a saved plan (load): the file holds the trained values, the training is not run again
+    train = _resolve(config.train, ctx) if config.train and not getattr(ctx, "replay", False) else None
     batches = calibration_batches(ctx, required=True, method="quantize.qat")
     rows = [layer_row(n, "quantize.qat", model.get_submodule(n), None, skipped=parent_reads_weight(model, n))
             for n in names if parent_reads_weight(model, n)]
