@@ -294,6 +294,7 @@ def _compress_into(
             inplace=inplace,
         )
         _commit(target, swaps, ran, inplace)
+        return report
     except BaseException as exc:
         if _committed(target, swaps, ran, inplace):  # interrupted after the commit: revert_ undoes it
             _add_note(exc, "The compression completed before this error: the model is compressed; "
@@ -303,7 +304,6 @@ def _compress_into(
             if inplace and swaps:
                 _add_note(exc, "The model was restored: it is exactly as it was before compress_.")
         raise
-    return report
 
 
 def _commit(target: nn.Module, swaps: list, ran: Plan, inplace: bool) -> None:
