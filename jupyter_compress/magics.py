@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import keyword
+import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -18,7 +20,7 @@ from traitlets import Bool, Int, Unicode
 
 from . import __version__
 from .core.apply import compress, compress_
-from .core.inputs import attach_tokenizer, auto_example
+from .core.inputs import InputsError, attach_tokenizer, auto_example, find_tokenizer, is_sentences
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods
 from .core.selection import Selector
@@ -104,6 +106,123 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+# Names IPython keeps in the notebook's namespace (history, output caching, the shell itself): binding a model to
+# one breaks the kernel's state. ``shell.user_ns_hidden`` adds whatever else IPython (or an extension) put there.
+IPYTHON_NAMES = frozenset({"get_ipython", "In", "Out", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_oh",
+                           "_dh", "_ih", "_exit_code", "__builtins__", "__builtin__", "__name__", "__doc__"})
+_HISTORY_NAME = re.compile(r"_i?\d+")  # _5 (output 5), _i5 (input 5)
+
+
+def name_problem(name: str, hidden: Iterable[str] = ()) -> str | None:
+    """Why a model must not be bound to ``name`` in the notebook (None: it may)."""
+    if not name.isidentifier():
+        return "is not a valid Python name"
+    if keyword.iskeyword(name):
+        return "is a Python keyword"
+    if name in IPYTHON_NAMES or _HISTORY_NAME.fullmatch(name) or name in hidden:
+        return "is a name IPython owns"
+    if name.startswith("__") and name.endswith("__"):
+        return "is a name Python itself uses"
+    if name.startswith("_compress"):
+        return "is a name jupyter_compress keeps its own results under (it starts with _compress)"
+    return None
+
+
+# what each tool does, for the messages that refuse an option it would ignore
+_MODES = {"--tune": "opens the tuning panel, whose sliders choose the methods",
+          "--compare": "measures every method family itself",
+          "--auto": "searches the methods itself"}
+
+
+def _given_method_options(args: argparse.Namespace) -> list[str]:
+    """The options that build plan steps (or select their layers) present on the line."""
+    given = [o.flag for o in STEP_OPTIONS if getattr(args, o.flag.lstrip("-").replace("-", "_"), None) is not None]
+    given += [flag for flag, value in (("--scope", args.scope), ("--layers", args.layers),
+                                       ("--exclude", args.exclude)) if value]
+    return given
+
+
+def _refuse_conflicts(args: argparse.Namespace, has_body: bool, inplace: bool) -> str | None:
+    """A one-line UsageError for options that would be silently ignored together; else the tool (--tune,
+    --compare, --auto, or None for a plain run)."""
+    modes = [flag for flag in _MODES if getattr(args, flag.lstrip("-"))]
+    if len(modes) > 1:
+        raise UsageError(f"%compress: {' and '.join(modes)} are separate tools ({modes[0]} "
+                         f"{_MODES[modes[0]]}); run one per line.")
+    mode = modes[0] if modes else None
+    given = ", ".join(_given_method_options(args))
+    if mode and has_body:
+        raise UsageError(f"%compress: {mode} takes no plan, and the %%compress cell body is one ({mode} "
+                         f"{_MODES[mode]}); run {mode} as a line %compress, or drop {mode} to run the plan.")
+    if mode and given:
+        raise UsageError(f"%compress: {mode} {_MODES[mode]}, so {given} would be ignored; drop {given}, "
+                         f"or drop {mode} to run them.")
+    if has_body and given:
+        raise UsageError(f"%compress: the %%compress cell body is the plan, so {given} on its line would be "
+                         f"ignored; put them in the plan's steps (e.g. - {{method: prune, amount: 0.5, "
+                         f"exclude: [head]}}), or use a line %compress.")
+    if mode and args.inplace:
+        raise UsageError(f"%compress: {mode} does not change MODEL, so --inplace would be ignored; drop --inplace.")
+    if mode is None and inplace and args.as_name is not None:
+        why = "--inplace" if args.inplace else "CompressMagics.inplace = True"
+        fix = "drop --inplace" if args.inplace else "%config CompressMagics.inplace = False"
+        raise UsageError(f"%compress: with {why} MODEL itself is changed and no new name is bound, so --as "
+                         f"{args.as_name} would be ignored; drop --as, or {fix} for a copy named {args.as_name}.")
+    if mode == "--compare" and args.as_name is not None:
+        raise UsageError("%compress: --compare binds no model (its table goes to _compress_comparison), so --as "
+                         "would be ignored; drop --as, and run the row you pick with %compress MODEL ... --as NAME.")
+    if mode in ("--tune", "--compare") and args.emit_config:
+        where = "the panel's Generate cell button writes the plan" if mode == "--tune" else "--compare writes no plan"
+        raise UsageError(f"%compress: {where}, so --emit-config would be ignored; drop --emit-config.")
+    if mode in ("--tune", "--compare") and args.seed is not None:
+        raise UsageError(f"%compress: {mode} takes no --seed; drop it (a plan run with %compress takes --seed).")
+    if mode in ("--tune", "--compare") and not args.report:
+        shows = "the panel" if mode == "--tune" else "its table"
+        raise UsageError(f"%compress: {mode} shows {shows}, not a report, so --no-report would be ignored; drop it.")
+    if args.plots:  # given explicitly: --plots
+        if mode:
+            raise UsageError(f"%compress: {mode} draws no before/after plots, so --plots would be ignored; drop it.")
+        if not args.report:
+            raise UsageError("%compress: the plots are part of the report, and --no-report hides it; drop --plots "
+                             "or --no-report.")
+        if inplace:
+            raise UsageError("%compress: the plots compare MODEL before and after, and in place no 'before' copy "
+                             "is kept; drop --plots, or compress a copy (--as NAME) to see them.")
+    for flag, value, tool in (("--max-drop", args.max_drop, "--auto"), ("--objective", args.objective, "--auto"),
+                              ("--budget", args.budget, "--compare")):
+        if value is not None and mode != tool:
+            example = {"--max-drop": "--auto --max-drop 1%", "--objective": "--auto --objective latency",
+                       "--budget": "--compare --budget 50%"}[flag]
+            raise UsageError(f"%compress: {flag} goes with {tool} (e.g. {example}).")
+    if args.data is not None and args.calib is not None:
+        raise UsageError("%compress: --calib is --data's other name (calibration inputs), so one of --data "
+                         f"{args.data} and --calib {args.calib} would be ignored; give one.")
+    if args.scope and mode is None and not has_body and getattr(args, "prune", None) is None \
+            and getattr(args, "structured", None) is None:
+        raise UsageError("%compress: --scope applies to --prune and --structured, and neither is given; drop --scope "
+                         "or add one of them.")
+    return mode
+
+
+def _sentences_in(value: Any) -> int:
+    """How many strings ``value`` holds when it is a list of sentences (or (sentences, labels)); else 0."""
+    if is_sentences(value):
+        return len(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and is_sentences(value[0]):
+        return len(value[0])
+    return 0
+
+
+def _message(exc: BaseException) -> str:
+    """The core's message, one line, with the magic's own option where the core names a keyword argument."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, InputsError) and "no tokenizer" in text and "--tokenizer" not in text:
+        hint = "add --tokenizer TOK (your tokenizer in the notebook)"
+        text = text.replace("pass tokenizer=<your tokenizer>", hint) if "pass tokenizer=<your tokenizer>" in text \
+            else f"{text} With %compress: {hint}."
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class StepOption:
     """A magic option that adds one plan step: ``--flag VALUE`` -> ``method`` with ``build(VALUE)`` fields."""
@@ -156,7 +275,8 @@ def build_parser() -> _Parser:
     p = _Parser(prog="%compress", add_help=False, description="Compress a copy of MODEL (or MODEL itself with "
                 "--inplace) and show a report. Steps run in the order: "
                 + ", ".join(o.flag for o in STEP_OPTIONS if _available(o))
-                + ". In a %%compress cell, the body is a YAML plan and replaces the method options.")
+                + ". In a %%compress cell, the body is a YAML plan: it holds the methods and their layers, so the "
+                "method options (and --scope, --layers, --exclude) stay off its line.")
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
     for option in STEP_OPTIONS:
         if _available(option):
@@ -170,7 +290,8 @@ def build_parser() -> _Parser:
     p.add_argument("--exclude", type=_names, default=[], metavar="L1,L2",
                    help="leave these layers alone: exact names or re:REGEX, comma-separated")
     p.add_argument("--as", dest="as_name", metavar="NAME",
-                   help="bind the compressed copy to NAME (default: MODEL_compressed)")
+                   help="bind the compressed copy to NAME (default: MODEL_compressed); not a name IPython owns "
+                   "(In, Out, _, get_ipython, ...) nor one starting with _compress")
     p.add_argument("--inplace", action="store_true", default=None,
                    help="change MODEL itself (undo with %%compress_revert MODEL / revert_(MODEL))")
     p.add_argument("--eval", dest="eval_fn", metavar="FN", help="a function FN(model) -> number or dict, "
@@ -196,8 +317,9 @@ def build_parser() -> _Parser:
                    "most --max-drop (needs --eval, or --data / --example for fidelity)")
     p.add_argument("--max-drop", dest="max_drop", type=_amount, default=None, metavar="DROP",
                    help="with --auto: the largest allowed drop of the metric, e.g. 1%% or 0.01 (default 1%%)")
-    p.add_argument("--objective", choices=("size", "latency"), default="size", help="with --auto: what to minimise")
-    p.add_argument("--budget", type=_amount, default=0.5, metavar="FRACTION",
+    p.add_argument("--objective", choices=("size", "latency"), default=None,
+                   help="with --auto: what to minimise (default size)")
+    p.add_argument("--budget", type=_amount, default=None, metavar="FRACTION",
                    help="with --compare: fraction of the parameters kept (default 0.5)")
     p.add_argument("--report", dest="report", action="store_true", default=True, help="show the report (default)")
     p.add_argument("--no-report", dest="report", action="store_false", help="do not show the report")
@@ -337,6 +459,10 @@ class CompressMagics(Magics):
             print(_usage_text())
             return
         args = build_parser().parse_args(tokens)
+        body = cell if cell is not None and cell.strip() else None
+        inplace = self.inplace if args.inplace is None else args.inplace
+        mode = _refuse_conflicts(args, body is not None, inplace)
+        bound = self._target_name(args, mode, inplace)
         self._check_settings()
         model = self._resolve(args.model, "model")
         from torch import nn
@@ -344,7 +470,6 @@ class CompressMagics(Magics):
         if not isinstance(model, nn.Module):
             raise UsageError(f"%compress: {args.model!r} is a {type(model).__name__}, not a torch.nn.Module; "
                              f"pass the name of a model.")
-        inplace = self.inplace if args.inplace is None else args.inplace
         eval_name = args.eval_fn or self.default_eval or None
         eval_fn = self._resolve(eval_name, "eval function") if eval_name else None
         if eval_fn is not None and not callable(eval_fn):
@@ -357,40 +482,38 @@ class CompressMagics(Magics):
             attach_tokenizer(model, tokenizer)
         except CompressError as exc:
             raise UsageError(f"%compress: --tokenizer {args.tokenizer}: {exc}") from None
-        if args.tune:
-            return self._tune(args, model, eval_fn, data, example)
-        if args.compare:
+        self._check_sentences(model, args, example, data)
+        if mode == "--tune":
+            return self._tune(args, model, eval_fn, data, example, bound)
+        if mode == "--compare":
             return self._compare(args, model, eval_fn, data, example)
-        if args.auto:
-            return self._auto(args, model, eval_fn, data, example)
-        if args.max_drop is not None:
-            raise UsageError("%compress: --max-drop goes with --auto (e.g. --auto --max-drop 1%).")
+        if mode == "--auto":
+            return self._auto(args, model, eval_fn, data, example, bound, tokens)
         try:
-            if cell is not None and cell.strip():
-                plan = Plan.from_yaml(cell)
+            if body is not None:
+                plan = Plan.from_yaml(body)
                 if args.seed is not None:
                     plan = Plan(plan.steps, seed=args.seed, versions=plan.versions)
             else:
                 plan = self._plan_from_options(args)
             self._check_needs(plan, example, data, model)
+            functions = self._plan_functions(plan)
             if inplace:
-                report = compress_(model, plan, eval=eval_fn, example_inputs=example, data=data)
+                report = compress_(model, plan, eval=eval_fn, example_inputs=example, data=data,
+                                   functions=functions)
                 bound = args.model
             else:
-                bound = args.as_name or args.model.replace(".", "_") + "_compressed"
-                if not bound.isidentifier():
-                    raise UsageError(f"%compress: --as {bound!r} is not a valid Python name.")
-                small, report = compress(model, plan, eval=eval_fn, example_inputs=example, data=data)
+                small, report = compress(model, plan, eval=eval_fn, example_inputs=example, data=data,
+                                         functions=functions)
                 if self.device:
                     small.to(self.device)
                 self.shell.user_ns[bound] = small
         except CompressError as exc:
-            raise UsageError(f"%compress: {exc}") from None
+            raise UsageError(f"%compress: {_message(exc)}") from None
         self.shell.user_ns["_compress_report"] = report
         self._reports[bound] = report
         if args.emit_config:
-            keep = [t for t in tokens if t not in ("--emit-config",)]
-            line_out = " ".join(shlex.quote(t) for t in _strip_method_options(keep))
+            line_out = " ".join(shlex.quote(t) for t in _strip_options(tokens, _METHOD_OPTIONS | {"--emit-config"}))
             self._emit(self._cell_for(Plan.from_dict(report.plan), line_out))
         if args.report:
             if (self.plots if args.plots is None else args.plots) and not inplace:
@@ -399,6 +522,78 @@ class CompressMagics(Magics):
         where = "in place" if inplace else f"as {bound!r}"
         print(f"compressed {args.model} {where}: {report.model_params_before:,} -> "
               f"{report.model_params_after:,} parameters")
+
+    def _target_name(self, args: argparse.Namespace, mode: str | None, inplace: bool) -> str | None:
+        """The name the result is bound to (None where nothing is bound); refused if it is IPython's or ours."""
+        if mode == "--compare" or (mode is None and inplace):
+            return None
+        hidden = getattr(self.shell, "user_ns_hidden", {})
+        if args.as_name is not None:
+            problem = name_problem(args.as_name, hidden)
+            if problem:
+                raise UsageError(f"%compress: --as {args.as_name!r} {problem}; pick another name, e.g. --as small.")
+            return args.as_name
+        suffix = {"--tune": "_tuned", "--auto": "_auto"}.get(mode or "", "_compressed")
+        default = args.model.replace(".", "_") + suffix
+        problem = name_problem(default, hidden)
+        if problem:
+            raise UsageError(f"%compress: the default name {default!r} {problem}; name the result with --as NAME, "
+                             f"e.g. --as small.")
+        return default
+
+    def _check_sentences(self, model: Any, args: argparse.Namespace, example: Any, data: Any) -> None:
+        """A list of strings with no tokenizer to read it: say which option, and that --tokenizer fixes it."""
+        if find_tokenizer(model) is not None:
+            return
+        for flag, name, value in (("--example", args.example, example),
+                                  ("--data" if args.data else "--calib", args.data or args.calib, data)):
+            count = _sentences_in(value) if value is not None else 0
+            if count:
+                raise UsageError(f"%compress: {flag} {name} is a list of {count} strings, but "
+                                 f"{type(model).__name__} has no tokenizer: add --tokenizer TOK (your tokenizer in "
+                                 f"the notebook), or pass tokenized inputs.")
+
+    def _plan_functions(self, plan: Plan) -> dict[str, Callable]:
+        """The functions the plan names (quantize.qat's ``train``), taken from the notebook's own namespace: the
+        user's notebook is the operator here. Never an import; a dotted path only walks attributes of an object
+        the notebook already holds."""
+        functions: dict[str, Callable] = {}
+        for step in plan.steps:
+            spec = getattr(step.config, "train", None) if step.method == "quantize.qat" else None
+            if isinstance(spec, str) and spec and spec not in functions:
+                functions[spec] = self._user_function(spec, f"the plan's {step.method} train")
+        return functions
+
+    def _user_function(self, spec: str, what: str) -> Callable:
+        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        path = spec
+        for prefix in ("__main__:", "__main__."):
+            if path.startswith(prefix):
+                path = path[len(prefix):]
+                break
+        parts = path.replace(":", ".").split(".")
+        head, rest = parts[0], parts[1:]
+        if not all(part.isidentifier() and not part.startswith("__") for part in parts) or name_problem(
+                head, getattr(self.shell, "user_ns_hidden", {})):
+            raise UsageError(f"%compress: {what} {shown!r} is not the name of a function in the notebook; give "
+                             f"its name, e.g. train: my_train (a function my_train(model) defined above).")
+        ns = self.shell.user_ns
+        if head not in ns and rest:
+            raise UsageError(f"%compress: {what} {shown!r}: {head!r} is not defined in the notebook (a plan never "
+                             f"imports: import it in a cell above, or define the function there).")
+        if head not in ns:
+            raise UsageError(f"%compress: {what} {shown!r} is not defined in the notebook; define "
+                             f"{head}(model) (your training loop) in a cell above, or fix the name.")
+        obj = ns[head]
+        for i, part in enumerate(rest):
+            if not hasattr(obj, part):
+                raise UsageError(f"%compress: {what} {shown!r}: {'.'.join([head, *rest[:i]])!r} has no attribute "
+                                 f"{part!r}.")
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise UsageError(f"%compress: {what} {shown!r} is a {type(obj).__name__}, not a function; give the "
+                             f"name of your training function train(model).")
+        return obj
 
     def _attach_plots(self, report: Any, before: Any, after: Any) -> None:
         try:
@@ -413,21 +608,21 @@ class CompressMagics(Magics):
             missing = (exc.name or "bokeh").split(".")[0]
             print(f"(no plots: {missing} is not installed; pip install {missing}, or --no-plots to silence this)")
 
-    def _tune(self, args, model, eval_fn, data, example):
+    def _tune(self, args, model, eval_fn, data, example, bound):
         from .notebook.cells import TUNE_TERMINAL_HINT, in_terminal
 
         if in_terminal(self.shell):  # no widget front end: one line, not the widgets' reprs
             print(TUNE_TERMINAL_HINT)
             return
         try:
-            from .widgets import tune
+            from .widgets.tune import tune
         except ImportError as exc:  # ipywidgets (or bokeh) missing: this feature only, in one line
             missing = (exc.name or "ipywidgets").split(".")[0]
             raise UsageError(f"%compress --tune needs {missing}, which is not installed: pip install {missing} "
                              f"(or use --emit-config to write the plan as a cell).") from None
 
         panel = tune(model, eval=eval_fn, data=data, example_inputs=example, name=args.model,
-                     namespace=self.shell.user_ns, as_name=args.as_name)
+                     namespace=self.shell.user_ns, as_name=bound)
         self.shell.user_ns["_compress_panel"] = panel
         display(panel)
 
@@ -438,14 +633,14 @@ class CompressMagics(Magics):
             raise UsageError("%compress: --compare measures on your data: add --data NAME ((X, y) or X) or "
                              "--example X.")
         try:
-            table = compare(model, data=data if data is not None else example, eval=eval_fn, budget=args.budget,
-                            example_inputs=example)
+            table = compare(model, data=data if data is not None else example, eval=eval_fn,
+                            budget=0.5 if args.budget is None else args.budget, example_inputs=example)
         except (CompressError, ValueError) as exc:
-            raise UsageError(f"%compress: --compare: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"%compress: --compare: {_message(exc)}") from None
         self.shell.user_ns["_compress_comparison"] = table
         display(table)
 
-    def _auto(self, args, model, eval_fn, data, example):
+    def _auto(self, args, model, eval_fn, data, example, bound, tokens):
         from .strategy.auto import auto
 
         if eval_fn is None and data is None and example is None:
@@ -453,19 +648,20 @@ class CompressMagics(Magics):
                              "fidelity to the original.")
         try:
             result = auto(model, eval=eval_fn, data=data, example_inputs=example,
-                          max_drop=0.01 if args.max_drop is None else args.max_drop, objective=args.objective)
+                          max_drop=0.01 if args.max_drop is None else args.max_drop,
+                          objective=args.objective or "size", seed=self.seed if args.seed is None else args.seed)
         except CompressError as exc:
-            raise UsageError(f"%compress: --auto: {str(exc).splitlines()[0]}") from None
+            raise UsageError(f"%compress: --auto: {_message(exc)}") from None
         self.shell.user_ns["_compress_auto"] = result
         if result.model is not None:
-            bound = args.as_name or args.model.replace(".", "_") + "_auto"
-            if not bound.isidentifier():
-                raise UsageError(f"%compress: --as {bound!r} is not a valid Python name.")
             self.shell.user_ns[bound] = result.model
             self.shell.user_ns["_compress_report"] = result.report
             self._reports[bound] = result.report
             if args.emit_config and result.plan is not None:
-                self._emit(self._cell_for(result.plan, f"{args.model} --as {bound}"))
+                # the generated cell runs the plan found: the search's own options stay off its line
+                keep = _strip_options(tokens, _METHOD_OPTIONS | _AUTO_OPTIONS | {"--emit-config", "--as"})
+                line_out = " ".join(shlex.quote(t) for t in [*keep, "--as", bound])
+                self._emit(self._cell_for(result.plan, line_out))
         print(repr(result))
         if args.report and result.report is not None:
             display(result.report)
@@ -529,22 +725,35 @@ class CompressMagics(Magics):
             print(f"{r['name']:<{width}}{flag}  {r['help']}{needs}")
 
 
-# options that take one value and are carried by the plan body of a generated cell
+# options whose values the plan body of a generated cell carries (the methods, their layers, the seed)
 _METHOD_OPTIONS = {o.flag for o in STEP_OPTIONS} | {"--scope", "--layers", "--exclude", "--seed"}
+# options of the --auto search, which a cell running the plan it found does not take
+_AUTO_OPTIONS = {"--auto", "--max-drop", "--objective"}
 
 
-def _strip_method_options(tokens: list[str]) -> list[str]:
-    """The line of a generated cell: the method options live in the plan body instead."""
-    out, skip = [], 0
-    for tok in tokens:
-        if skip:
-            skip -= 1
-            continue
+def _strip_options(tokens: list[str], drop: set[str]) -> list[str]:
+    """``tokens`` (a parsed %compress line) without the options in ``drop`` and their values: abbreviations
+    (--pru for --prune) and optional values (--distill alone) read as the parser reads them."""
+    actions = build_parser()._option_string_actions
+    out, i = [], 0
+    while i < len(tokens):
+        tok = tokens[i]
         key = tok.split("=", 1)[0]
-        if key in _METHOD_OPTIONS:
-            skip = 0 if "=" in tok else 1
+        if key.startswith("--") and key not in actions:
+            matches = [flag for flag in actions if flag.startswith(key)]
+            key = matches[0] if len(matches) == 1 else key
+        action = actions.get(key) if key.startswith("-") else None
+        i += 1
+        if action is None or key not in drop:
+            out.append(tok)
             continue
-        out.append(tok)
+        if "=" in tok or action.nargs == 0:
+            continue
+        if action.nargs == "?":
+            if i < len(tokens) and not tokens[i].startswith("--"):
+                i += 1
+            continue
+        i += 1  # the option's one value
     return out
 
 

@@ -292,6 +292,12 @@ def _not_installed(package: str, ours: str):
     import sys
 
     saved = dict(sys.modules)
+    missing = object()
+    # the packages' attributes named like our modules, as they are: the attribute may be the submodule or
+    # something the package exported under the same name (jupyter_compress.widgets.tune is the function)
+    attrs = {(parent, child): getattr(saved[parent], child, missing)
+             for parent, _, child in (name.rpartition(".") for name in saved if name.startswith(ours))
+             if saved.get(parent) is not None}
     for name in [m for m in sys.modules if m == package or m.startswith((package + ".", ours))]:
         del sys.modules[name]
     sys.modules[package] = None
@@ -299,12 +305,18 @@ def _not_installed(package: str, ours: str):
         yield
     finally:
         for name in [m for m in sys.modules if m not in saved]:
+            parent, _, child = name.rpartition(".")
+            if (parent, child) not in attrs and saved.get(parent) is not None \
+                    and getattr(saved[parent], child, None) is sys.modules[name]:
+                delattr(saved[parent], child)  # a module first imported here: gone again, attribute too
             del sys.modules[name]
         sys.modules.update(saved)
-        for name, module in saved.items():
-            parent, _, child = name.rpartition(".")
-            if module is not None and name.startswith(ours) and saved.get(parent) is not None:
-                setattr(saved[parent], child, module)
+        for (parent, child), value in attrs.items():
+            if value is missing:
+                if hasattr(saved[parent], child):
+                    delattr(saved[parent], child)
+            else:
+                setattr(saved[parent], child, value)
 
 
 def test_without_bokeh_the_report_shows_and_one_line_says_why(shell, ns, capsys):

@@ -60,12 +60,12 @@ assert jc.state_dict_hash(model) == hash_before
 
 # %% [markdown]
 # Targeting layers, data for methods that need it (Taylor importance takes gradients on `train`),
-# and a plan body in a `%%compress` cell:
+# and a plan body in a `%%compress` cell (the body is the whole plan: layer choices go in its steps):
 
 # %%
-%%compress model --data train --exclude head --as taylor --no-report
+%%compress model --data train --as taylor --no-report
 steps:
-- {method: prune, criterion: taylor, amount: 0.5}
+- {method: prune, criterion: taylor, amount: 0.5, exclude: [head]}
 - {method: prune.nm, n: 2, m: 4, layers: [conv2]}
 
 # %%
