@@ -92,7 +92,8 @@ def test_run_usage_errors_exit_2_without_traceback(tmp_path):
     plan = tmp_path / "plan.yaml"
     jc.Plan.of(jc.PruneConfig(amount=0.5)).save(str(plan))
     for args in (["--model", "cli_models"], ["--model", "cli_models:nope"], ["--model", "no_such_mod:f"],
-                 ["--model", "cli_models:cnn", "--max-drop", "lots"]):
+                 ["--model", "cli_models:cnn", "--max-drop", "lots"], ["--model", "cli_models:cnn", "--max-size-mb", "nan"],
+                 ["--model", "cli_models:raising_factory"]):
         res = _run("run", str(plan), *args, "--out", str(tmp_path / "o"))
         assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
 

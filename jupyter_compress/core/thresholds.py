@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, shown
 
 __all__ = ["Thresholds", "check_thresholds"]
 
@@ -29,9 +30,10 @@ class Thresholds:
     def __post_init__(self) -> None:
         for name in ("max_drop", "max_latency_ms", "max_bytes"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise InvalidConfigError(f"The {name!r} parameter of Thresholds must be a number >= 0 or None. "
-                                         f"Got {value!r} instead.")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0):
+                raise InvalidConfigError(f"The {name!r} parameter of Thresholds must be a finite number >= 0 or "
+                                         f"None. Got {shown(value)} instead.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
