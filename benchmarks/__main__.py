@@ -15,6 +15,7 @@ from . import (
     bench_distill,
     bench_hf,
     bench_lowrank,
+    bench_memory,
     bench_pruning,
     bench_pruning_models,
     bench_quantize,
@@ -29,7 +30,7 @@ __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_t
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
             bench_quantize, bench_codecs, bench_tune, bench_distill, bench_strategy,
-            bench_hf]
+            bench_hf, bench_memory]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import CompressError, NothingToRevertError, PlanError, StoppedError
+from . import undo
 from .coverage import larger_note, left_alone_note
 from .inputs import (
     ACCEPTED_FORMS,
@@ -72,6 +73,9 @@ class Context:
     functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     # rebuilding a saved model (load): the file holds the trained values, so training is not run again
     replay: bool = False
+    # set for methods registered with streams=True: sink(name, new) swaps a layer in as soon as it is made,
+    # so a run holds one layer's work at a time (see methods._common.hand_over)
+    sink: Callable[[str, nn.Module], None] | None = None
 
 
 def applied_plans(model: nn.Module) -> list[Plan]:
@@ -96,8 +100,11 @@ def _swap_recorded(model: nn.Module, name: str, new: nn.Module, swaps: list[tupl
     parent._modules[attr] = new
 
 
-def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
+def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module | None]]) -> None:
     for name, old in reversed(swaps):
+        if old is None:  # a copy's layer, dropped when it was replaced: the copy is discarded, not rolled back
+            continue
+        undo.restore(old)  # an undo record kept on disk: its values back into the same tensors first
         _swap(model, name, old)
 
 
@@ -130,7 +137,7 @@ def _original_of(model: nn.Module, reference: nn.Module, swaps: list[tuple[str, 
             return reference
         rebuilt = copy.deepcopy(model)
         for name, old in reversed(swaps):
-            _swap(rebuilt, name, copy.deepcopy(old))
+            _swap(rebuilt, name, undo.restored_copy(old))
         return rebuilt
 
     return original
@@ -179,6 +186,20 @@ def _run(
     rows: list = []
     notes: list[str] = []
     timings: dict[str, float] = {}
+    copy_mode = reference is not None and reference is not model
+    # an in-place run on a big model keeps its undo record on disk (core/undo.py): memory stays near 1x
+    on_disk = not copy_mode and model_bytes(model) >= undo.SPILL_MIN_BYTES
+    spilled = [0]
+
+    def put(name: str, new: nn.Module) -> None:
+        old = model.get_submodule(name)
+        new.train(old.training)
+        _swap_recorded(model, name, new, swaps)
+        if copy_mode:  # the copy's own layer is not needed again (the reference holds the original): free it
+            swaps[-1] = (name, None)
+        elif on_disk:
+            spilled[0] += undo.spill(old, model)
+
     generator = torch.Generator().manual_seed(plan.seed)
     with torch.random.fork_rng(devices=[]):  # methods may draw random numbers; the user's RNG is left alone
         torch.manual_seed(plan.seed)
@@ -189,21 +210,36 @@ def _run(
             method = get_method(step.method)
             names = step.selector.select(model, method.supported, method.name)
             start = time.perf_counter()
+            streamed_dropped: list[str] = []
+            streamed_notes: list[str] = []
+
+            def sink(name: str, new: nn.Module, method_name: str = method.name, gone_names: list = streamed_dropped,
+                     step_notes: list = streamed_notes) -> None:
+                gone, tie_notes = keep_ties(model, {name: new}, method_name)
+                gone_names.extend(gone)
+                step_notes.extend(n for n in tie_notes if n not in step_notes)
+                if not gone:
+                    put(name, new)
+
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
                           step_index=index, original=_original_of(model, reference or model, swaps),
-                          selector=step.selector, functions=dict(functions or {}), replay=replay)
+                          selector=step.selector, functions=dict(functions or {}), replay=replay,
+                          sink=sink if method.streams else None)
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             dropped, tie_notes = keep_ties(model, result.replacements, method.name)
-            _mark_untouched(result.rows, dropped)
-            result.notes = list(result.notes) + tie_notes
-            for name, new in result.replacements.items():
-                old = model.get_submodule(name)
-                new.train(old.training)
-                _swap_recorded(model, name, new, swaps)
+            _mark_untouched(result.rows, dropped + streamed_dropped)
+            result.notes = list(result.notes) + streamed_notes + [n for n in tie_notes if n not in streamed_notes]
+            for name, new in list(result.replacements.items()):
+                result.replacements.pop(name)
+                put(name, new)
             timings[f"step {index + 1} ({method.name}) s"] = time.perf_counter() - start
             rows += result.rows
             notes += [n for n in result.notes if n not in notes]
+    if spilled[0]:
+        notes.append(f"The undo record ({spilled[0] / 2**20:,.0f} MiB of replaced layers) is kept on disk in "
+                     f"{undo.folder_name()} until revert_(model) or forget_undo(model), so the in-place run needs "
+                     f"about the model's own memory.")
     return rows, notes, timings
 
 
@@ -274,7 +310,8 @@ def _compress_into(
         left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
                                ", ".join(m.name for m in methods))
         notes = input_notes + notes + ([left] if left else [])
-        larger = larger_note(before, after, [(name, old, target.get_submodule(name)) for name, old in swaps])
+        larger = larger_note(before, after, [(name, _original_layer(reference, name) if old is None else old,
+                                              target.get_submodule(name)) for name, old in swaps])
         if larger:
             notes.insert(0, larger)
         ran = dataclasses.replace(plan, versions=current_versions())
@@ -304,6 +341,13 @@ def _compress_into(
             if inplace and swaps:
                 _add_note(exc, "The model was restored: it is exactly as it was before compress_.")
         raise
+
+
+def _original_layer(reference: nn.Module, name: str) -> nn.Module:
+    try:
+        return reference.get_submodule(name)
+    except AttributeError:
+        return nn.Module()  # a layer a later step made: counted as new
 
 
 def _commit(target: nn.Module, swaps: list, ran: Plan, inplace: bool) -> None:
@@ -427,7 +471,8 @@ def revert_(model: nn.Module) -> nn.Module:
             "and leaves the original unchanged, so keep using the original."
         )
     while stack:
-        _rollback(model, stack.pop())
+        _rollback(model, stack[-1])
+        stack.pop()
     _UNDO.pop(model, None)
     _APPLIED.pop(model, None)
     return model

@@ -44,6 +44,9 @@ class Method:
     help: str
     needs_data: bool = False
     aliases: tuple[str, ...] = ()
+    # the apply function hands each layer over as soon as it is made (methods._common.hand_over), reading
+    # only layers it has not handed over yet: the core swaps it in at once, so a run holds one layer's work
+    streams: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ def register_method(
     help: str,
     needs_data: bool = False,
     aliases: Sequence[str] = (),
+    streams: bool = False,
 ) -> Callable[[ApplyFn], ApplyFn]:
     """Decorator registering ``apply(model, layer_names, config, ctx) -> MethodResult``."""
 
@@ -77,7 +81,8 @@ def register_method(
         if name in _REGISTRY or name in _ALIASES:
             raise ValueError(f"method {name!r} is already registered")
         config_cls.method = name
-        _REGISTRY[name] = Method(name, config_cls, fn, tuple(supported), family, help, needs_data, tuple(aliases))
+        _REGISTRY[name] = Method(name, config_cls, fn, tuple(supported), family, help, needs_data, tuple(aliases),
+                                 streams)
         for alias in aliases:
             _ALIASES[alias] = name
         return fn

@@ -29,6 +29,18 @@ __all__ = ["describe_module", "layer_row", "Conv1D", "LINEAR_TYPES", "is_conv1d"
            "linear_view", "LinearView", "parent_reads_weight", "WeightStandIn", "LayerStandIn", "LAYER_ATTRS"]
 
 
+def hand_over(ctx: Any, replacements: dict[str, nn.Module], name: str, new: nn.Module) -> None:
+    """Give the core a finished replacement: swapped in at once when the core streams (methods registered
+    with ``streams=True``: the old layer is freed or its undo record moved to disk, so a run on a big model
+    holds one layer's work), else collected into ``replacements`` as before. Call it after the layer's
+    report row is made: the model then holds the new layer at ``name``."""
+    sink = getattr(ctx, "sink", None)
+    if sink is None:
+        replacements[name] = new
+    else:
+        sink(name, new)
+
+
 def describe_module(module: nn.Module) -> str:
     if isinstance(module, nn.Sequential):
         return type(module).__name__ + "(" + ", ".join(type(m).__name__ for m in module) + ")"

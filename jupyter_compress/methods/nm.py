@@ -20,7 +20,7 @@ from ..core.config import IntAtLeast, MethodConfig, param
 from ..core.metrics import relative_error
 from ..core.registry import MethodResult, register_method
 from ..errors import InvalidConfigError
-from ._common import LINEAR_TYPES, is_conv1d, layer_row, linear_view
+from ._common import LINEAR_TYPES, hand_over, is_conv1d, layer_row, linear_view
 
 __all__ = ["NMConfig", "nm_mask"]
 
@@ -58,6 +58,7 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     family="pruning",
     help="N:M semi-structured sparsity (e.g. 2:4): faster only on hardware with sparse tensor cores.",
     aliases=("nm",),
+    streams=True,
 )
 def apply_nm(model: nn.Module, names: list[str], config: NMConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
@@ -80,7 +81,8 @@ def apply_nm(model: nn.Module, names: list[str], config: NMConfig, ctx) -> Metho
         rows.append(layer_row(name, "prune.nm", old, new, error=relative_error(old.weight, new.weight),
                               sparse_bytes=sparse, sparse_encoding=f"{config.n}:{config.m}",
                               detail={"pattern": f"{config.n}:{config.m}"}))
-        replacements[name] = new
+        del mask, weight, old
+        hand_over(ctx, replacements, name, new)
     notes = [f"{config.n}:{config.m} sparsity is run faster only by hardware with sparse tensor cores (NVIDIA "
              "Ampere or later, for 2:4); on this CPU it runs as dense, no faster and no smaller in memory."]
     return MethodResult(replacements, rows, notes)

@@ -22,7 +22,7 @@ from ..core.config import IntAtLeast, Interval, MethodConfig, param
 from ..core.metrics import relative_error, sparse_encoding_bytes
 from ..core.registry import MethodResult, register_method
 from ..errors import InvalidConfigError
-from ._common import LINEAR_TYPES, is_conv1d, layer_row, linear_view
+from ._common import LINEAR_TYPES, hand_over, is_conv1d, layer_row, linear_view
 from ._taylor import taylor_scores
 
 __all__ = ["PruneConfig"]
@@ -45,12 +45,69 @@ class PruneConfig(MethodConfig):
     batches: int = param(4, help="batches of data used by the 'taylor' criterion", check=IntAtLeast(1))
 
 
-def _smallest_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean keep-mask zeroing the k smallest entries; ties broken by position (deterministic)."""
-    keep = torch.ones(magnitudes.numel(), dtype=torch.bool, device=magnitudes.device)
-    if k > 0:
-        order = torch.argsort(magnitudes.flatten(), stable=True)
+_STEP = 1 << 20  # entries per slice: selections below work in a few MB whatever the layer's size
+
+
+def _slices(flat: torch.Tensor, absolute: bool):
+    """(start, values) over slices of ``flat`` (|values| when ``absolute``)."""
+    for start in range(0, flat.numel(), _STEP):
+        part = flat[start:start + _STEP]
+        yield start, part.abs() if absolute else part
+
+
+def _radix_ready(flat: torch.Tensor, absolute: bool) -> bool:
+    """Float32 with no NaN, and (unless |.| is taken) no negative entry: bit patterns order as values do."""
+    if flat.dtype != torch.float32:
+        return False
+    # the sign bit (negative entries, -0.0) is what breaks the order: |.| clears it
+    return all(not bool(torch.isnan(v).any()) and (absolute or not bool((v.view(torch.int32) < 0).any()))
+               for _, v in _slices(flat, False))
+
+
+def _kth_smallest(flat: torch.Tensor, k: int, absolute: bool = False) -> torch.Tensor:
+    """The k-th smallest entry (1-based) of ``flat`` (of |flat| when ``absolute``), a float32 tensor ready for
+    radix selection (:func:`_radix_ready`): two counting passes over the float bit patterns (for floats >= 0
+    they order as the values do), slice by slice. torch.kthvalue copies the input and keeps int64 indices
+    (three layers' worth of memory, the peak of pruning a big model); the result is the same."""
+    high = torch.zeros(1 << 15, dtype=torch.int64)
+    for _, v in _slices(flat, absolute):
+        high += torch.bincount((v.view(torch.int32) >> 16).long(), minlength=1 << 15)
+    cumulative = torch.cumsum(high, 0)
+    top = int(torch.searchsorted(cumulative, torch.tensor(k)))  # first bin holding the k-th entry
+    k_in_bin = k - (int(cumulative[top - 1]) if top else 0)
+    low = torch.zeros(1 << 16, dtype=torch.int64)
+    for _, v in _slices(flat, absolute):
+        bits = v.view(torch.int32)
+        low += torch.bincount((bits[(bits >> 16) == top] & 0xFFFF).long(), minlength=1 << 16)
+    bottom = int(torch.searchsorted(torch.cumsum(low, 0), torch.tensor(k_in_bin)))
+    return torch.tensor([(top << 16) | bottom], dtype=torch.int32).view(torch.float32)[0]
+
+
+def _smallest_mask(magnitudes: torch.Tensor, k: int, absolute: bool = False) -> torch.Tensor:
+    """Boolean keep-mask zeroing the k smallest entries (of |magnitudes| when ``absolute``); ties broken by
+    position (deterministic): the same mask as zeroing the first k of a stable argsort, found with one k-th
+    value selection instead of a sort (a sort's int64 indices take twice a float32 layer's memory)."""
+    flat = magnitudes.flatten()
+    if k <= 0:
+        return torch.ones_like(magnitudes, dtype=torch.bool)
+    if k >= flat.numel():
+        return torch.zeros_like(magnitudes, dtype=torch.bool)
+    if not _radix_ready(flat, absolute):  # NaN, negative scores or another dtype: the sort way
+        values = flat.abs().float() if absolute else flat.float()
+        order = torch.argsort(values, stable=True)
+        keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
         keep[order[:k]] = False
+        return keep.view_as(magnitudes)
+    threshold = _kth_smallest(flat, k, absolute)
+    keep = torch.empty(flat.numel(), dtype=torch.bool, device=flat.device)
+    ties, above = [], 0
+    for start, v in _slices(flat, absolute):
+        torch.gt(v, threshold, out=keep[start:start + v.numel()])
+        above += int(torch.count_nonzero(keep[start:start + v.numel()]))
+        ties.append(torch.nonzero(v == threshold).flatten() + start)
+    tied = torch.cat(ties)
+    below = flat.numel() - above - tied.numel()  # entries strictly below the threshold
+    keep[tied[k - below:]] = True  # of the entries equal to the threshold, the first ones by position go
     return keep.view_as(magnitudes)
 
 
@@ -86,16 +143,29 @@ def _masks(scores: list[torch.Tensor], amount: float, scope: str) -> list[torch.
     family="pruning",
     help="Unstructured magnitude pruning: zero the smallest weights (smaller in a sparse encoding, not faster).",
     aliases=("prune.magnitude",),
+    streams=True,
 )
 def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) -> MethodResult:
-    modules = [model.get_submodule(n) for n in names]
-    weights = [m.weight.detach() for m in modules]
-    masks = _masks(_scores(weights, config, ctx, model, names), config.amount, config.scope)
+    if config.scope == "layer" and config.criterion != "taylor":
+        masks = None  # one layer at a time: its scores and mask are made when it is pruned
+    else:  # global ranking or gradient scores: every layer's scores first
+        weights = [model.get_submodule(n).weight.detach() for n in names]
+        masks = _masks(_scores(weights, config, ctx, model, names), config.amount, config.scope)
+        del weights
     replacements, rows = {}, []
     dense_total = sparse_total = 0
-    for name, old, mask in zip(names, modules, masks):
+    for index, name in enumerate(names):
+        old = model.get_submodule(name)
+        if masks is None and config.criterion == "magnitude":  # |w| taken slice by slice: no score tensor
+            weight = old.weight.detach()
+            mask = _smallest_mask(weight, int(round(config.amount * weight.numel())), absolute=True)
+            del weight
+        elif masks is None:
+            mask = _masks(_scores([old.weight.detach()], config, ctx, model, [name]), config.amount, "layer")[0]
+        else:
+            mask, masks[index] = masks[index], None
         new = copy.deepcopy(old)
-        new.weight.mul_(mask.to(new.weight.dtype))
+        new.weight.masked_fill_(~mask, 0)  # in place, no float copy of the mask (a layer of memory)
         # a Conv1D's weight encoded as the equivalent Linear's (rows = outputs), so both report the same size
         sparse_w, encoding = sparse_encoding_bytes(linear_view(new).weight if is_conv1d(new) else new.weight)
         bias_bytes = 0 if new.bias is None else new.bias.numel() * new.bias.element_size()
@@ -104,12 +174,13 @@ def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) ->
             error=relative_error(old.weight, new.weight),
             sparse_bytes=sparse_w + bias_bytes,
             sparse_encoding=encoding,
-            detail={"sparsity": 1.0 - float(mask.float().mean())},
+            detail={"sparsity": 1.0 - int(torch.count_nonzero(mask)) / max(mask.numel(), 1)},
         )
         dense_total += row.bytes_after
         sparse_total += row.sparse_bytes
-        replacements[name] = new
         rows.append(row)
+        del mask, old
+        hand_over(ctx, replacements, name, new)
     notes = [
         "Unstructured pruning zeroes weights inside dense tensors: the model takes the same memory and "
         "runs no faster (dense kernels multiply the zeros too).",

@@ -16,7 +16,7 @@ from torch import nn
 
 from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.registry import MethodResult, register_method
-from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
+from .._common import LINEAR_TYPES, LayerStandIn, hand_over, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
@@ -73,6 +73,15 @@ class HalfPrecision(LayerStandIn, nn.Module):
         return self.layer(x.to(self.dtype)).to(x.dtype)
 
 
+def _half_copy(layer: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``layer`` with floating tensors in ``dtype``, cast one tensor at a time (a deep copy then a
+    cast would hold a full float32 copy of the layer first)."""
+    memo = {id(t): torch.nn.Parameter(t.detach().to(dtype), t.requires_grad) if isinstance(t, nn.Parameter)
+            else t.detach().to(dtype)
+            for t in [*layer.parameters(), *layer.buffers()] if t.is_floating_point()}
+    return copy.deepcopy(layer, memo)
+
+
 def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_only: bool) -> dict[str, list]:
     """Inputs of the layers on up to 8 calibration batches (1024 rows per Linear, else 64 samples per layer)."""
     batches = calibration_batches(ctx, required=False, method=method, limit=8)
@@ -89,6 +98,7 @@ def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_on
     family="quantization",
     help="Weight-only int8 / int4 with group-wise scales: smaller weights, same speed (dequantized per call).",
     aliases=("int4",),
+    streams=True,
 )
 def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConfig, ctx: Any) -> MethodResult:
     inputs = _inputs(model, names, ctx, "quantize.weight", linear_only=True)
@@ -109,7 +119,7 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
         rows.append(layer_row(name, "quantize.weight", old, new, error=err, error_kind="rel_output_error",
                               detail={"bits": config.bits, "group": group,
                                       "sqnr_db": round(sqnr_db(view.weight, new.dequantized_weight()), 2)}))
-        replacements[name] = new
+        hand_over(ctx, replacements, name, new)
     notes = [f"Weight-only int{config.bits}: weights are dequantized to float at each call (no weight-only "
              f"int{config.bits} kernel on this CPU here), so memory and storage shrink but latency does not."]
     notes += unsupported_note(model, LINEAR_TYPES, "quantize.weight")
@@ -123,6 +133,7 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
     family="quantization",
     help="fp16 / bf16 casts of Linear (and transformers Conv1D) and Conv layers (half the bytes).",
     aliases=("fp16", "bf16"),
+    streams=True,
 )
 def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any) -> MethodResult:
     dtype = getattr(torch, config.dtype)
@@ -136,11 +147,11 @@ def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any)
         if old.weight.dtype == dtype:
             rows.append(layer_row(name, "quantize.half", old, None, skipped=f"already {config.dtype}"))
             continue
-        new = HalfPrecision(copy.deepcopy(old).to(dtype), dtype, orig_dtype=old.weight.dtype)
+        new = HalfPrecision(_half_copy(old, dtype), dtype, orig_dtype=old.weight.dtype)
         err = output_error(old, new, inputs.get(name, []))
         rows.append(layer_row(name, "quantize.half", old, new, error=err, error_kind="rel_output_error",
                               detail={"dtype": config.dtype,
                                       "sqnr_db": round(sqnr_db(old.weight, new.layer.weight.float()), 2)}))
-        replacements[name] = new
+        hand_over(ctx, replacements, name, new)
     return MethodResult(replacements, rows, [f"{config.dtype} layers compute in {config.dtype}; whether that is "
                                              f"faster depends on the CPU's half-precision instructions."])
