@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import operator
+import threading
 
 import torch
 from torch import fx, nn
+
+from ...errors import CompressError
 
 __all__ = ["find_fusions", "folded_rows"]
 
 _RELU_FUNCTIONS = (torch.relu, nn.functional.relu, torch.relu_)
 _BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+# torch.fx's tracer patches torch.nn.Module.__call__ and __getattr__ process-wide while it traces: a model run
+# in another thread meanwhile (static int8 from several threads) went through this trace and failed ("module
+# is not installed as a submodule"). So one trace at a time, and calls from other threads pass through.
+_TRACE_LOCK = threading.Lock()
+
+
+class _OwnThreadTracer(fx.Tracer):
+    """An fx Tracer that records only its own thread's calls; other threads' modules run as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._thread = threading.get_ident()
+
+    def call_module(self, m, forward, args, kwargs):
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if threading.get_ident() != self._thread:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
 
 def _is_relu(model: nn.Module, node: fx.Node) -> bool:
@@ -45,7 +70,8 @@ def find_fusions(model: nn.Module, names: list[str]) -> tuple[dict[str, tuple[st
     statistics then describe exactly this conv's output) and it is called once.
     """
     try:
-        graph = fx.symbolic_trace(model).graph
+        with _TRACE_LOCK:
+            graph = _OwnThreadTracer().trace(model)
     except Exception as exc:  # data-dependent control flow, custom modules: no fusion, and we say so
         return {}, [f"Conv-BatchNorm-ReLU fusion skipped: torch.fx could not trace the model "
                     f"({type(exc).__name__}); layers are quantized unfused."]
@@ -66,6 +92,10 @@ def find_fusions(model: nn.Module, names: list[str]) -> tuple[dict[str, tuple[st
                 bn_name, tail = users[0].target, users[0]
         users = [u for u in tail.users if u.target is not operator.getitem]
         relu = len(users) == 1 and _is_relu(model, users[0])
+        if bn_name and (layer.training or model.get_submodule(bn_name).training):
+            raise CompressError(f"{node.target} and its BatchNorm {bn_name} are in training mode, and int8 folds the "
+                                f"BatchNorm's running statistics into the layer: call model.eval() first (or pass "
+                                f"fuse=False to quantize them unfused).")
         if bn_name or relu:
             fusions[node.target] = (bn_name, relu)
     return fusions, []
