@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import keyword
-import re
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -21,6 +19,7 @@ from traitlets import Bool, Int, Unicode
 from . import __version__
 from .core.apply import compress, compress_
 from .core.inputs import InputsError, attach_tokenizer, auto_example, find_tokenizer, is_sentences
+from .core.names import IPYTHON_NAMES, name_problem  # noqa: F401  (IPYTHON_NAMES: importable from here too)
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods
 from .core.selection import Selector
@@ -106,26 +105,6 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-# Names IPython keeps in the notebook's namespace (history, output caching, the shell itself): binding a model to
-# one breaks the kernel's state. ``shell.user_ns_hidden`` adds whatever else IPython (or an extension) put there.
-IPYTHON_NAMES = frozenset({"get_ipython", "In", "Out", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_oh",
-                           "_dh", "_ih", "_exit_code", "__builtins__", "__builtin__", "__name__", "__doc__"})
-_HISTORY_NAME = re.compile(r"_i?\d+")  # _5 (output 5), _i5 (input 5)
-
-
-def name_problem(name: str, hidden: Iterable[str] = ()) -> str | None:
-    """Why a model must not be bound to ``name`` in the notebook (None: it may)."""
-    if not name.isidentifier():
-        return "is not a valid Python name"
-    if keyword.iskeyword(name):
-        return "is a Python keyword"
-    if name in IPYTHON_NAMES or _HISTORY_NAME.fullmatch(name) or name in hidden:
-        return "is a name IPython owns"
-    if name.startswith("__") and name.endswith("__"):
-        return "is a name Python itself uses"
-    if name.startswith("_compress"):
-        return "is a name jupyter_compress keeps its own results under (it starts with _compress)"
-    return None
 
 
 # what each tool does, for the messages that refuse an option it would ignore

@@ -71,6 +71,17 @@ def test_apply_binds_a_copy_and_revert_unbinds_it():
     assert "model_tuned" not in ns and panel.revert_button.disabled
 
 
+@pytest.mark.parametrize("bad", ["In", "get_ipython", "9lives", "class", "__builtins__", "_compress_report"])
+def test_apply_refuses_a_name_ipython_owns_or_python_forbids(bad):
+    ns = {"In": ["kept"], "get_ipython": len}
+    model, x, panel = _panel(namespace=ns, name="model")
+    panel.method_pickers["pruning"].value = "prune"
+    panel.target.value = bad
+    assert panel.apply() is None
+    assert "type another name" in panel.message.value and panel.result is None
+    assert ns == {"In": ["kept"], "get_ipython": len}  # nothing bound or rebound
+
+
 def test_apply_in_place_and_revert_restore_exactly():
     model, x, panel = _panel()
     before = jc.state_dict_hash(model)

@@ -20,6 +20,7 @@ from torch import nn
 from .. import __version__
 from ..core.apply import compress, compress_, forget_undo, revert_
 from ..core.metrics import call_model, eval_mode, primary_output, relative_error
+from ..core.names import name_problem
 from ..core.plan import Plan, Step, tidy_float
 from ..core.registry import get_method, list_methods
 from ..core.report import format_bytes
@@ -345,6 +346,12 @@ class TunePanel:
         return not self._stop.is_set()
 
     def _apply(self, plan: Plan) -> Any:
+        if not self.inplace.value and self.namespace is not None:
+            problem = name_problem(self.target.value, _hidden_names())
+            if problem:
+                self.message.value = (f"<span style='color:#b00'>The name {html.escape(repr(self.target.value[:60]))} "
+                                      f"{html.escape(problem)}: type another name in the 'as' box.</span>")
+                return None
         self._stop.clear()
         self.progress.layout.display = self.stop_button.layout.display = "flex"
         self.apply_button.disabled = True
@@ -471,6 +478,16 @@ def _summary_html(preview, other: list[str]) -> str:
     return (f"<table><tr><th></th><th>before</th><th>after (preview)</th><th>ratio</th></tr>{body}</table>"
             + "".join(f"<div>{n}</div>" for n in notes) + f"<div style='color:#888'>preview {preview.seconds * 1e3:.1f} ms"
             + "</div>")
+
+
+def _hidden_names() -> set[str]:
+    """Names IPython keeps in the user namespace (empty outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return set()
+    shell = get_ipython()
+    return set(getattr(shell, "user_ns_hidden", {}) or {}) if shell is not None else set()
 
 
 def tune(model: nn.Module, eval: Callable | None = None, data: Any = None, *, example_inputs: Any = None,
