@@ -126,3 +126,58 @@ def test_global_scope_structured_reloads_with_the_same_shapes(tmp_path):
     loaded = load(lambda: make("mlp", seed=9)[0], path)  # fresh weights would rank differently
     assert (loaded.fc1.out_features, loaded.fc2.out_features) == (small.fc1.out_features, small.fc2.out_features)
     assert jc.state_dict_hash(loaded) == jc.state_dict_hash(small)
+
+
+def _rewrite_manifest(path, edit):
+    """Rewrite an artifact's manifest (safetensors header: 8-byte length, JSON with __metadata__) by ``edit``."""
+    import struct
+
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"]["jupyter_compress"] = json.dumps(edit(json.loads(header["__metadata__"]["jupyter_compress"])))
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+
+
+def test_an_orphan_temporary_file_is_removed_by_the_next_save(tmp_path):
+    model, x = make("mlp")
+    path = tmp_path / "m.safetensors"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".m.safetensors.{dead.stdout.strip()}.abc123.tmp"  # a save killed mid-way
+    orphan.write_bytes(b"partial")
+    other = tmp_path / f".m.safetensors.{os.getpid()}.live.tmp"  # this process's own: never touched
+    other.write_bytes(b"mine")
+    save(model, jc.Plan.of(PruneConfig(amount=0.5)), path)
+    assert not orphan.exists() and other.exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: {**m, "plan": {**m["plan"], "seed": 7}}, "do not match the digest"),
+    (lambda m: [1, 2], "not a mapping"),
+    (lambda m: "text", "not a mapping"),
+    (lambda m: {k: v for k, v in m.items() if k != "plan"}, "'plan'"),
+    (lambda m: {**m, "schema": 1}, "schema 1"),
+    (lambda m: {**m, "schema": 10**30}, "newer than"),
+    (lambda m: {**m, "example_inputs": {"tensor": [25000, 25000], "dtype": "float32"}}, "do not match the digest"),
+])
+def test_an_edited_manifest_is_refused_in_one_line(tmp_path, edit, message):
+    model, x = make("mlp")
+    path = tmp_path / "m.safetensors"
+    save(model, jc.Plan.of(PruneConfig(amount=0.5)), path, example_inputs=x)
+    _rewrite_manifest(path, edit)
+    with pytest.raises(jc.CompressError, match=message) as info:
+        load(lambda: make("mlp")[0], path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 400
+
+
+def test_recorded_example_shapes_are_bounded_before_allocation():
+    from jupyter_compress.io import synth_inputs
+
+    for spec in ({"tensor": [25000, 25000], "dtype": "float32"}, {"tensor": [10**12], "dtype": "float32"},
+                 {"tensor": [4], "dtype": "os.system"}, {"tuple": [{"tensor": [4096, 4096], "dtype": "float32"}] * 2},
+                 {"dict": {"a": {"value": [1] * 10}}}, [1, 2], {"tensor": "4", "dtype": "float32"}):
+        with pytest.raises(jc.CompressError) as info:
+            synth_inputs(spec)
+        assert "\n" not in str(info.value) and len(str(info.value)) < 300
+    assert synth_inputs({"tensor": [2, 3], "dtype": "float32"}).shape == (2, 3)
