@@ -14,7 +14,8 @@ Exit codes, each meaning one thing (a CI gate can tell "the model got worse" fro
 - 130: interrupted by Ctrl-C (KeyboardInterrupt), the shell convention for SIGINT.
 
 Every error is ONE line on stderr, starting ``jupyter-compress: `` (progress lines before it start with
-``[jupyter-compress]``). ``--debug`` (before or after the subcommand) adds the traceback.
+``[jupyter-compress]``; ``--quiet`` drops them and warnings, so stderr is the error line alone). ``--debug``
+(before or after the subcommand) adds the traceback.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def _debug_flag(parser: argparse.ArgumentParser, default) -> None:
     parser.add_argument("--debug", action="store_true", default=default,
                         help="on an error, print the traceback too (for bug reports)")
+    parser.add_argument("--quiet", "-q", action="store_true", default=default,
+                        help="no progress or warning lines on stderr: it then holds the error line only")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    from . import cli_run
+
+    cli_run.QUIET = bool(getattr(args, "quiet", False))
     with warnings.catch_warnings():
+        if cli_run.QUIET:
+            warnings.simplefilter("ignore")
         warnings.showwarning = _show_warning
         try:
             return _dispatch(args)

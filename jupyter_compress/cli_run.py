@@ -84,7 +84,12 @@ def brief(exc: BaseException, limit: int = _BRIEF) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+QUIET = False  # --quiet: stderr holds the one error line only
+
+
 def _progress(message: str) -> None:
+    if QUIET:
+        return
     print(f"[jupyter-compress] {message}", file=sys.stderr, flush=True)
 
 

@@ -368,3 +368,13 @@ def test_process_nan_eval_exits_1(tmp_path):
     res = _process(*_tiny(tmp_path, "--eval", "cli_models:nan_eval", "--max-drop", "1%"))
     assert res.returncode == 1, res.stderr
     assert "metric is NaN" in res.stdout and "thresholds crossed" in res.stdout
+
+
+def test_quiet_leaves_only_the_error_line_on_stderr(tmp_path, capsys):
+    """--quiet: no progress or warning lines, so stderr is exactly the one error line, even after the run
+    started (here an --eval function that raises)."""
+    code, _, err = _main(capsys, "--quiet", *_tiny(tmp_path, "--eval", "cli_models:raising_eval", "--max-drop", "1%"))
+    assert code == 2
+    assert len(_lines(err)) == 1 and _lines(err)[0].startswith("jupyter-compress: ") and "--eval" in err
+    code, out, err = _main(capsys, *_tiny(tmp_path, "--quiet"))
+    assert code == 0 and err.strip() == "" and "all thresholds hold" in out
