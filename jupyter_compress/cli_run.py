@@ -424,12 +424,12 @@ def report_command(args) -> int:
         data = json.loads(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot read {short(file)}: {exc.strerror or brief(exc)}.") from None
-    except ValueError as exc:  # not JSON, not UTF-8
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested past the interpreter's limit
         raise UsageError(f"{short(file)} is not a report.json written by 'jupyter-compress run' "
                          f"({brief(exc)}).") from None
     try:
         report = Report.from_dict(data)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         raise UsageError(f"{short(file)} is not a report.json written by 'jupyter-compress run' "
                          f"({brief(exc)}).") from None
     print({"text": report.to_text, "html": report.to_html,

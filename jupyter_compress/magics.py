@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -106,6 +107,8 @@ def _names(text: str) -> list[str]:
 
 
 
+
+_MAX_MESSAGE = 400  # characters of an error message: values quoted in it are cut to fit
 
 # what each tool does, for the messages that refuse an option it would ignore
 _MODES = {"--tune": "opens the tuning panel, whose sliders choose the methods",
@@ -431,6 +434,15 @@ class CompressMagics(Magics):
     @line_cell_magic
     def compress(self, line: str, cell: str | None = None) -> None:
         try:
+            return self._compress(line, cell)
+        except UsageError as exc:  # one short line, whatever value the line or the body held
+            message = " ".join(str(exc).split())
+            if len(message) <= _MAX_MESSAGE and message == str(exc):
+                raise
+            raise UsageError(message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE - 3] + "...") from None
+
+    def _compress(self, line: str, cell: str | None = None) -> None:
+        try:
             tokens = shlex.split(line)
         except ValueError as exc:
             raise UsageError(f"%compress: cannot parse the line ({exc}).") from None
@@ -572,6 +584,14 @@ class CompressMagics(Magics):
         if not callable(obj):
             raise UsageError(f"%compress: {what} {shown!r} is a {type(obj).__name__}, not a function; give the "
                              f"name of your training function train(model).")
+        # a plan body is text: it may name the notebook's own training function, not any callable reachable
+        # from it (after `import sys`, 'sys:exit' would otherwise be called with the model). So: a Python
+        # function bound by a plain name in the notebook, or, through a dotted path, one defined in the notebook
+        func = getattr(obj, "__func__", obj)
+        defined_here = inspect.isfunction(func) and getattr(func, "__module__", None) == "__main__"
+        if not (defined_here or (not rest and inspect.isfunction(func))):
+            raise UsageError(f"%compress: {what} {shown!r} is not a training function of this notebook; a plan "
+                             f"names a function defined (or imported by name) in the notebook, e.g. train: my_train.")
         return obj
 
     def _attach_plots(self, report: Any, before: Any, after: Any) -> None:

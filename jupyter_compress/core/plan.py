@@ -104,6 +104,13 @@ def _check_depth(data: Any, depth: int = 0) -> None:
             _check_depth(v, depth + 1)
 
 
+def _text(value: Any, limit: int = 100) -> str:
+    """``str(value)`` cut to ``limit`` characters (an int of 5,000 digits cannot even be turned into text)."""
+    if isinstance(value, str):
+        return value[:limit]
+    return shown(value, limit) if not isinstance(value, (int, float)) or abs(value) < 10**limit else "<big number>"
+
+
 def _check_size(text: Any) -> None:
     if not isinstance(text, str):
         raise PlanError(f"A plan must be text (YAML or JSON); got a {type(text).__name__}.")
@@ -240,7 +247,7 @@ class Plan:
             raise PlanError(f"The plan's {_SCHEMA_KEY!r} must be an int. Got {shown(schema)} instead.")
         if schema > PLAN_SCHEMA:
             raise SchemaVersionError(
-                f"This plan uses schema {schema}, newer than this jupyter_compress understands "
+                f"This plan uses schema {shown(schema, 20)}, newer than this jupyter_compress understands "
                 f"({PLAN_SCHEMA}); upgrade jupyter_compress to read it."
             )
         for key in data:
@@ -255,7 +262,7 @@ class Plan:
         versions = data.get("versions") or {}
         if not isinstance(versions, dict):
             raise PlanError(f"The plan's 'versions' must be a mapping. Got {shown(versions)} instead.")
-        versions = {str(k)[:100]: str(v)[:100] for k, v in list(versions.items())[:32]}
+        versions = {_text(k): _text(v) for k, v in list(versions.items())[:32]}
         return cls(
             tuple(Step.from_dict(s, i) for i, s in enumerate(steps)),
             seed=data.get("seed", 0),
@@ -283,8 +290,9 @@ class Plan:
     @classmethod
     def from_yaml(cls, text: str) -> Plan:
         _check_size(text)
-        loader = _PlanLoader(text)
+        loader = None
         try:
+            loader = _PlanLoader(text)  # reading starts here: control characters are refused by the reader
             data = loader.get_single_data()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -296,7 +304,8 @@ class Plan:
                 raise
             raise PlanError(f"The plan cannot be read ({type(exc).__name__}: {str(exc)[:80]}).") from None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if data is None:
             raise PlanError("The plan is empty; give at least one step, e.g. 'steps: [{method: prune, amount: 0.5}]'.")
         return cls.from_dict(data)

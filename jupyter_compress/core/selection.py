@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import LayerNotSupportedError, SelectorError
+from ..errors import LayerNotSupportedError, SelectorError, shown
 
 __all__ = ["Selector", "resolve_type"]
 
@@ -86,11 +86,14 @@ class Selector:
                 value = tuple(_type_name(v) if isinstance(v, type) else str(v) for v in value)
             object.__setattr__(self, field, value)
         for pattern in self.layers + self.exclude:
+            if len(pattern) > 1000:
+                raise SelectorError(f"The layer pattern {shown(pattern)} is {len(pattern):,} characters long; layer "
+                                    f"names and patterns have at most 1,000.")
             if pattern.startswith("re:"):
                 try:
                     re.compile(pattern[3:])
-                except re.error as exc:
-                    raise SelectorError(f"Invalid regex {pattern!r} in a selector: {exc}.") from None
+                except (re.error, OverflowError, RecursionError, ValueError) as exc:
+                    raise SelectorError(f"Invalid regex {shown(pattern)} in a selector: {str(exc)[:100]}.") from None
         for t in self.types:
             resolve_type(t)
 
@@ -133,13 +136,13 @@ class Selector:
         type_filter = tuple(resolve_type(t) for t in self.types) or supported
         for pattern in self.layers + self.exclude:
             if not pattern.startswith("re:") and pattern not in modules:
-                close = difflib.get_close_matches(pattern, names, n=1)
+                close = difflib.get_close_matches(pattern[:200], names, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise SelectorError(f"The model has no layer named {pattern!r}.{hint}")
+                raise SelectorError(f"The model has no layer named {shown(pattern)}.{hint}")
         for pattern in self.layers:
             if not pattern.startswith("re:") and not isinstance(modules[pattern], supported):
                 raise LayerNotSupportedError(
-                    f"Layer {pattern!r} is a {type(modules[pattern]).__name__}; {method} handles "
+                    f"Layer {shown(pattern)} is a {type(modules[pattern]).__name__}; {method} handles "
                     f"{', '.join(t.__name__ for t in supported)}. Select another layer or method."
                 )
 

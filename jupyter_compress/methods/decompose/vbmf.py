@@ -46,7 +46,7 @@ def vbmf_noise(singular_values: torch.Tensor, shape: tuple[int, int]) -> tuple[f
     alpha = small / big
     tau = _TAU_CONST * math.sqrt(alpha)
     x_bar = (1 + tau) * (1 + alpha / tau)
-    if s2.sum() == 0:
+    if s2.sum() == 0 or small < 2:  # a matrix of one row or column has rank 1 at most: nothing to estimate
         return 0.0, 0.0
     h_max = max(1, min(int(math.ceil(small / (1 + alpha))) - 1, small - 1))
     upper = s2.sum() / (small * big)
