@@ -46,7 +46,7 @@ from .metrics import (
 from .plan import Plan, current_versions
 from .registry import get_method
 from .report import Report
-from .ties import keep_ties
+from .ties import keep_ties, tied_groups
 
 __all__ = ["compress", "compress_", "revert_", "preview", "Context", "applied_plans"]
 
@@ -224,7 +224,9 @@ def _run(
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
                           step_index=index, original=_original_of(model, reference or model, swaps),
                           selector=step.selector, functions=dict(functions or {}), replay=replay,
-                          sink=sink if method.streams else None)
+                          # a model with tied parameters takes the whole-step path: keep_ties then sees every
+                          # replacement of the step at once (a tie's partners are re-pointed together)
+                          sink=sink if method.streams and not tied_groups(model) else None)
             with torch.no_grad(), single_thread():
                 result = method.apply(model, names, step.config, ctx)
             dropped, tie_notes = keep_ties(model, result.replacements, method.name)
