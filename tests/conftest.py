@@ -20,3 +20,13 @@ _hypothesis_settings.load_profile("explore" if os.environ.get("JC_FUZZ_RANDOM") 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    """A real IPython shell with the extension loaded (the magics' tests drive it with run_cell)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_cell("%load_ext jupyter_compress").raise_error()
+    return sh

@@ -7,16 +7,8 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_compress as jc
-
-
-@pytest.fixture(scope="module")
-def shell():
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext jupyter_compress").raise_error()
-    return sh
 
 
 @pytest.fixture()

@@ -8,7 +8,6 @@ import re
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import jupyter_compress as jc
 from jupyter_compress.magics import _message, name_problem
@@ -17,13 +16,6 @@ from jupyter_compress.magics import _message, name_problem
 STABLE = ["get_ipython", "In", "Out", "exit", "quit", "_oh", "_dh", "_ih", "__builtins__", "__builtin__",
           "__name__", "__doc__"]
 HISTORY = re.compile(r"_i*\d*|__|___")
-
-
-@pytest.fixture(scope="module")
-def shell():
-    sh = InteractiveShell.instance()
-    sh.run_cell("%load_ext jupyter_compress").raise_error()
-    return sh
 
 
 @pytest.fixture()
@@ -213,25 +205,28 @@ def test_meaningful_combinations_still_work(shell, ns):
     assert ns["_compress_panel"].target.value == "tuned"
 
 
+def _emitted_cell_reproduces(shell, ns, line: str, start: str, name: str) -> None:
+    """Run ``line`` (with --emit-config), check the cell it wrote starts with ``start``, and that re-running
+    that cell binds ``name`` to the same weights."""
+    shell.run_cell(line).raise_error()
+    cell, shell.rl_next_input = shell.rl_next_input, None
+    assert cell.startswith(start)
+    expected = jc.state_dict_hash(ns[name])
+    del ns[name]
+    shell.run_cell(cell).raise_error()
+    assert jc.state_dict_hash(ns[name]) == expected
+
+
 def test_emitted_lines_keep_the_inputs_and_drop_the_methods(shell, ns):
     # --distill without a value, and an abbreviated option, are stripped as the parser reads them
-    shell.run_cell("%compress model --pru 0.5 --distill --data xy --as rec --emit-config --no-report").raise_error()
-    cell, shell.rl_next_input = shell.rl_next_input, None
-    assert cell.startswith("%%compress model --data xy --as rec --no-report\n")
-    expected = jc.state_dict_hash(ns["rec"])
-    del ns["rec"]
-    shell.run_cell(cell).raise_error()
-    assert jc.state_dict_hash(ns["rec"]) == expected
+    _emitted_cell_reproduces(shell, ns, "%compress model --pru 0.5 --distill --data xy --as rec --emit-config --no-report",
+                             "%%compress model --data xy --as rec --no-report\n", "rec")
 
 
 def test_auto_emits_a_cell_with_its_inputs(shell, ns):
-    shell.run_cell("%compress model --auto --max-drop 5% --example x --as found --emit-config --no-report").raise_error()
-    cell, shell.rl_next_input = shell.rl_next_input, None
-    assert cell.startswith("%%compress model --example x --no-report --as found\n")
-    expected = jc.state_dict_hash(ns["found"])
-    del ns["found"]
-    shell.run_cell(cell).raise_error()
-    assert jc.state_dict_hash(ns["found"]) == expected
+    _emitted_cell_reproduces(shell, ns,
+                             "%compress model --auto --max-drop 5% --example x --as found --emit-config --no-report",
+                             "%%compress model --example x --no-report --as found\n", "found")
 
 
 @pytest.mark.parametrize("line,option", [
