@@ -35,6 +35,7 @@ from .core.jsonsafe import dumps
 from .core.plan import Plan
 from .core.report import Report
 from .errors import CompressError, PlanError
+from .errors import one_line as _one_line
 
 __all__ = ["EXIT_OK", "EXIT_CROSSED", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_CODES_HELP",
            "UsageError", "UserCodeError", "short", "brief", "resolve_object", "parse_drop", "parse_limit",
@@ -71,11 +72,6 @@ def short(value: Any, limit: int = _QUOTE) -> str:
     """``repr`` of ``str(value)``, cut to ``limit`` characters (a long value is shown by its prefix)."""
     text = str(value)
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def brief(exc: BaseException, limit: int = _BRIEF) -> str:

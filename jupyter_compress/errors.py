@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "shown",
+    "one_line",
     "CompressError",
     "InvalidConfigError",
     "SelectorError",
@@ -28,6 +29,12 @@ def shown(value: object, limit: int = 80) -> str:
     except Exception:  # a value whose repr fails (or is huge to build) is named by its type
         text = f"<{type(value).__name__}>"
     text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: object, limit: int) -> str:
+    """``text`` with its whitespace (newlines included) collapsed, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

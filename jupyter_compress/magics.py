@@ -24,7 +24,7 @@ from .core.names import IPYTHON_NAMES, name_problem  # noqa: F401  (IPYTHON_NAME
 from .core.plan import Plan, Step
 from .core.registry import get_method, list_methods
 from .core.selection import Selector
-from .errors import CompressError
+from .errors import CompressError, one_line, shown
 from .methods import DistillConfig, PruneConfig
 
 __all__ = ["CompressMagics", "load_ipython_extension"]
@@ -436,10 +436,10 @@ class CompressMagics(Magics):
         try:
             return self._compress(line, cell)
         except UsageError as exc:  # one short line, whatever value the line or the body held
-            message = " ".join(str(exc).split())
-            if len(message) <= _MAX_MESSAGE and message == str(exc):
+            message = one_line(exc, _MAX_MESSAGE)
+            if message == str(exc):
                 raise
-            raise UsageError(message if len(message) <= _MAX_MESSAGE else message[:_MAX_MESSAGE - 3] + "...") from None
+            raise UsageError(message) from None
 
     def _compress(self, line: str, cell: str | None = None) -> None:
         try:
@@ -556,7 +556,7 @@ class CompressMagics(Magics):
         return functions
 
     def _user_function(self, spec: str, what: str) -> Callable:
-        shown = spec if len(spec) <= 60 else spec[:57] + "..."
+        named = shown(spec, 62)
         path = spec
         for prefix in ("__main__:", "__main__."):
             if path.startswith(prefix):
@@ -566,23 +566,23 @@ class CompressMagics(Magics):
         head, rest = parts[0], parts[1:]
         if not all(part.isidentifier() and not part.startswith("__") for part in parts) or name_problem(
                 head, getattr(self.shell, "user_ns_hidden", {})):
-            raise UsageError(f"%compress: {what} {shown!r} is not the name of a function in the notebook; give "
+            raise UsageError(f"%compress: {what} {named} is not the name of a function in the notebook; give "
                              f"its name, e.g. train: my_train (a function my_train(model) defined above).")
         ns = self.shell.user_ns
         if head not in ns and rest:
-            raise UsageError(f"%compress: {what} {shown!r}: {head!r} is not defined in the notebook (a plan never "
-                             f"imports: import it in a cell above, or define the function there).")
+            raise UsageError(f"%compress: {what} {named}: {shown(head, 40)} is not defined in the notebook; a plan "
+                             f"names a training function defined in the notebook (it never imports).")
         if head not in ns:
-            raise UsageError(f"%compress: {what} {shown!r} is not defined in the notebook; define "
+            raise UsageError(f"%compress: {what} {named} is not defined in the notebook; define "
                              f"{head}(model) (your training loop) in a cell above, or fix the name.")
         obj = ns[head]
         for i, part in enumerate(rest):
             if not hasattr(obj, part):
-                raise UsageError(f"%compress: {what} {shown!r}: {'.'.join([head, *rest[:i]])!r} has no attribute "
+                raise UsageError(f"%compress: {what} {named}: {'.'.join([head, *rest[:i]])!r} has no attribute "
                                  f"{part!r}.")
             obj = getattr(obj, part)
         if not callable(obj):
-            raise UsageError(f"%compress: {what} {shown!r} is a {type(obj).__name__}, not a function; give the "
+            raise UsageError(f"%compress: {what} {named} is a {type(obj).__name__}, not a function; give the "
                              f"name of your training function train(model).")
         # a plan body is text: it may name the notebook's own training function, not any callable reachable
         # from it (after `import sys`, 'sys:exit' would otherwise be called with the model). So: a Python
@@ -590,7 +590,7 @@ class CompressMagics(Magics):
         func = getattr(obj, "__func__", obj)
         defined_here = inspect.isfunction(func) and getattr(func, "__module__", None) == "__main__"
         if not (defined_here or (not rest and inspect.isfunction(func))):
-            raise UsageError(f"%compress: {what} {shown!r} is not a training function of this notebook; a plan "
+            raise UsageError(f"%compress: {what} {named} is not a training function of this notebook; a plan "
                              f"names a function defined (or imported by name) in the notebook, e.g. train: my_train.")
         return obj
 

@@ -273,8 +273,8 @@ def test_qat_training_function_comes_from_the_notebook_by_name(shell, ns):
 
 @pytest.mark.parametrize("name,fragment", [
     ("nope", "train 'nope' is not defined in the notebook; define nope(model)"),
-    ("'os:system'", "'os' is not defined in the notebook (a plan never imports"),
-    ("'json.dumps'", "'json' is not defined in the notebook (a plan never imports"),
+    ("'os:system'", "'os' is not defined in the notebook; a plan names a training function defined in the notebook (it never imports)"),
+    ("'json.dumps'", "'json' is not defined in the notebook; a plan names a training function defined in the notebook (it never imports)"),
     ("x", "train 'x' is a Tensor, not a function"),
     ("model.nope", "'model' has no attribute 'nope'"),
     ("get_ipython", "is not the name of a function in the notebook"),

@@ -24,7 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...core.config import Boolean, Constraint, MethodConfig, param
 from ...core.registry import MethodResult, register_method
-from ...errors import CompressError
+from ...errors import CompressError, shown
 from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
@@ -120,12 +120,12 @@ def _resolve(spec: Any, ctx: Any):
     if fn is None and ":" in spec:  # '__main__:my_train' given as functions={'my_train': fn}
         fn = functions.get(spec.rpartition(":")[2])
     if fn is None:
-        shown = spec if len(spec) <= 60 else spec[:57] + "..."
-        raise CompressError(f"QATConfig's train names {shown!r}, and no function of that name was passed; a plan "
-                            f"never imports code: pass compress(..., functions={{{shown!r}: my_train}}), or "
-                            f"--train {shown}=module:function on the command line.")
+        named = shown(spec, 62)
+        raise CompressError(f"QATConfig's train names {named}, and no function of that name was passed; a plan "
+                            f"never imports code: pass compress(..., functions={{{named}: my_train}}), or "
+                            f"--train {spec[:60]}=module:function on the command line.")
     if not callable(fn):
-        raise CompressError(f"The function passed for QATConfig's train {spec[:60]!r} is not callable.")
+        raise CompressError(f"The function passed for QATConfig's train {shown(spec, 62)} is not callable.")
     return fn
 
 
