@@ -47,12 +47,24 @@ export function loadBokeh(): Promise<Bokeh> {
 }
 
 /**
+ * Resolves once ``host`` is in the document (or after ``timeoutMs``): BokehJS refuses to draw into an
+ * element that is not under <body>, and a reopened notebook renders its outputs before attaching them.
+ */
+async function whenAttached(host: HTMLElement, timeoutMs = 30_000): Promise<void> {
+  const start = Date.now();
+  while (!host.isConnected && Date.now() - start < timeoutMs) {
+    await new Promise(resolve => setTimeout(resolve, 50));
+  }
+}
+
+/**
  * Draws a bokeh JSON item (bokeh.embed.json_item) into host; reports carry it as JSON text (a saved
  * notebook sorts object keys, which would put references ahead of their definitions). BokehJS decodes
  * the item in place, so it always gets a fresh copy: the output's data stays intact.
  */
 export async function embedBokehItem(host: HTMLElement, item: unknown): Promise<void> {
   const Bokeh = await loadBokeh();
+  await whenAttached(host);
   await Bokeh.embed.embed_item(JSON.parse(typeof item === 'string' ? item : JSON.stringify(item)), host);
 }
 
