@@ -185,6 +185,11 @@ class MethodConfig:
                 )
             object.__setattr__(self, f.name, check.normalize(value))
 
+    def requirements(self) -> frozenset[str]:
+        """What this setting needs beyond its method's own requirements (e.g. a Taylor criterion needs data);
+        names from :data:`~jupyter_compress.core.registry.REQUIREMENTS`."""
+        return frozenset()
+
     # -- serialization -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

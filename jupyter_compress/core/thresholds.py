@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 from ..errors import InvalidConfigError, shown
 
-__all__ = ["Thresholds", "check_thresholds"]
+__all__ = ["Thresholds", "check_thresholds", "quality_key", "metric_number", "QUALITY_KEYS"]
 
 # Metrics where higher is better, in the order one is picked as "the" metric for a drop limit.
 QUALITY_KEYS = ("accuracy", "f1_macro", "r2", "top1_agreement", "cosine", "metric")
@@ -39,10 +40,33 @@ class Thresholds:
         return dataclasses.asdict(self)
 
 
-def _quality_key(metrics: dict[str, Any], wanted: str | None) -> str | None:
+# Numbers a report measures about cost, never "the" quality metric.
+COST_KEYS = frozenset({"latency_ms", "params", "nonzeros", "bytes", "size_bytes"})
+
+
+def metric_number(value: Any) -> float | None:
+    """A metric as a float (NaN kept): Python, numpy or 0-d torch numbers; None for anything else (bools too)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        try:
+            return metric_number(value.item())
+        except Exception:  # noqa: BLE001 - a scalar-like object that cannot give its value is not a number
+            return None
+    return None
+
+
+def quality_key(metrics: dict[str, Any], wanted: str | None = None) -> str | None:
+    """The one rule for "the" quality metric (higher is better) that a drop limit, a comparison or a CLI
+    gate reads: ``wanted`` when given (None when it is absent), else the first of :data:`QUALITY_KEYS`
+    holding a number, else the first numeric entry that is not a cost (latency, parameters, bytes)."""
     if wanted is not None:
         return wanted if wanted in metrics else None
-    return next((k for k in QUALITY_KEYS if isinstance(metrics.get(k), (int, float))), None)
+    numeric = [k for k, v in metrics.items() if metric_number(v) is not None]
+    return next((k for k in QUALITY_KEYS if k in numeric), None) or next(
+        (k for k in numeric if k not in COST_KEYS), None)
 
 
 def check_thresholds(thresholds: Thresholds, *, metrics_before: dict[str, Any], metrics_after: dict[str, Any],
@@ -51,7 +75,7 @@ def check_thresholds(thresholds: Thresholds, *, metrics_before: dict[str, Any], 
     value needed was not measured (e.g. no eval given), which the report shows as unchecked."""
     out: list[dict[str, Any]] = []
     if thresholds.max_drop is not None:
-        key = _quality_key(metrics_after, thresholds.metric)
+        key = quality_key(metrics_after, thresholds.metric)
         if key is None or not isinstance(metrics_before.get(key), (int, float)):
             out.append({"name": "max_drop", "limit": thresholds.max_drop, "value": None, "ok": None,
                         "message": "not checked: no quality metric measured before and after (pass eval=)"})

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..core.config import IntAtLeast, MethodConfig, param
 from ..core.metrics import relative_error
-from ..core.registry import MethodResult, register_method
+from ..core.registry import MagicOption, MethodResult, register_method
+from ..core.textvalues import parse_pair
 from ..errors import InvalidConfigError
 from ._common import LINEAR_TYPES, hand_over, is_conv1d, layer_row, linear_view
 
@@ -59,6 +60,11 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
     help="N:M semi-structured sparsity (e.g. 2:4): faster only on hardware with sparse tensor cores.",
     aliases=("nm",),
     streams=True,
+    stage="sparsity",
+    order=1,
+    options=(MagicOption("--nm", "N:M", parse_pair, lambda v: {"n": v[0], "m": v[1]},
+                         help="N:M semi-structured sparsity: keep N of every M consecutive weights (e.g. 2:4)"),),
+    sweep=False,  # one fixed pattern: measured when asked for by name
 )
 def apply_nm(model: nn.Module, names: list[str], config: NMConfig, ctx) -> MethodResult:
     replacements, rows = {}, []

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..core.config import IntAtLeast, Interval, MethodConfig, param
 from ..core.metrics import relative_error, sparse_encoding_bytes
-from ..core.registry import MethodResult, register_method
+from ..core.registry import MagicOption, MethodResult, register_method
+from ..core.textvalues import parse_amount
 from ..errors import InvalidConfigError
 from ._common import LINEAR_TYPES, hand_over, is_conv1d, layer_row, linear_view
 from ._taylor import taylor_scores
@@ -43,6 +44,20 @@ class PruneConfig(MethodConfig):
                            "(a baseline for teaching; seeded by the plan)",
                            choices=("magnitude", "taylor", "random"))
     batches: int = param(4, help="batches of data used by the 'taylor' criterion", check=IntAtLeast(1))
+
+    def requirements(self) -> frozenset[str]:
+        return frozenset({"data"}) if self.criterion == "taylor" else frozenset()
+
+
+def _at_budget(model: nn.Module, budget: float, **_: object) -> list[PruneConfig]:
+    return [PruneConfig(amount=1 - budget)]
+
+
+def _preview(config: PruneConfig, model: nn.Module, layers: list[str]):
+    """The panel's instant preview answers layer-scope magnitude pruning (methods.analysis)."""
+    if config.criterion != "magnitude" or config.scope != "layer":
+        return None
+    return {layer: ("prune", config.amount) for layer in layers}
 
 
 _STEP = 1 << 20  # entries per slice: selections below work in a few MB whatever the layer's size
@@ -144,6 +159,12 @@ def _masks(scores: list[torch.Tensor], amount: float, scope: str) -> list[torch.
     help="Unstructured magnitude pruning: zero the smallest weights (smaller in a sparse encoding, not faster).",
     aliases=("prune.magnitude",),
     streams=True,
+    stage="sparsity",
+    dial="amount",
+    options=(MagicOption("--prune", "AMOUNT", parse_amount, help="unstructured magnitude pruning"),),
+    probe={"amount": 0.5},
+    compare=("pruning, unstructured", _at_budget),
+    preview=_preview,
 )
 def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) -> MethodResult:
     if config.scope == "layer" and config.criterion != "taylor":

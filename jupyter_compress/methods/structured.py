@@ -27,8 +27,10 @@ from torch import nn
 from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, RatioMap, param
 from ..core.inputs import call_args, first_line
 from ..core.metrics import call_model, eval_mode, primary_output
-from ..core.registry import MethodResult, register_method
+from ..core.registry import MagicOption, MethodResult, register_method
+from ..core.textvalues import parse_amount
 from ..errors import CompressError, InvalidConfigError
+from . import _structured_plan as _plan
 from ._common import layer_row
 from ._groups import block_scores, choose_global, n_remove, ratio_for
 from ._head import output_layer
@@ -70,6 +72,9 @@ class StructuredPruneConfig(MethodConfig):
     keep_first: bool = param(True, help="leave the first layer's outputs untouched", check=Boolean())
     keep_head: bool = param(True, help="leave the last layer (classifier head) untouched", check=Boolean())
     batches: int = param(4, help="batches of data used by 'taylor' importance", check=IntAtLeast(1))
+
+    def requirements(self) -> frozenset[str]:
+        return frozenset({"data"}) if self.importance == "taylor" else frozenset()
 
 
 def execution_order(model: nn.Module, example_inputs, types=ROOTS) -> tuple[list[str], set[str]]:
@@ -172,8 +177,15 @@ def _importance(config: StructuredPruneConfig):
     family="pruning",
     help="Structured pruning: remove whole channels/neurons/heads with their coupled layers (really smaller "
          "and faster); needs example inputs to trace the model.",
-    needs_data=True,
+    requires=("example_inputs",),
     aliases=("structured",),
+    stage="structure",
+    dial="amount",
+    options=(MagicOption("--structured", "AMOUNT", parse_amount, help="structured pruning (needs --example)"),),
+    probe={"amount": 0.3},
+    units=_plan.units,
+    pin=_plan.pin,
+    compare=("pruning, structured", _plan.at_budget),
 )
 def apply_structured(model: nn.Module, names: list[str], config: StructuredPruneConfig, ctx) -> MethodResult:
     if ctx.example_inputs is None:

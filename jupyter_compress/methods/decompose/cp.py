@@ -20,7 +20,8 @@ from torch import nn
 
 from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
+from ...core.textvalues import parse_number
 from .._common import LayerStandIn, layer_row
 from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason
@@ -117,6 +118,11 @@ def reconstruct(seq: nn.Sequential) -> torch.Tensor:
     family="decomposition",
     help="CP (Lebedev et al. 2015): each Conv2d becomes 1x1, kx1 and 1xk depthwise, and 1x1 convolutions.",
     aliases=("decompose.cp",),
+    stage="factorization",
+    order=2,
+    dial="rank",
+    options=(MagicOption("--cp", "RANK", parse_number, help="CP decomposition of Conv2d layers"),),
+    sweep=False,  # slow on every layer and answers the question Tucker and SVD answer
 )
 def apply_cp(model: nn.Module, names: list[str], config: CPConfig, ctx) -> MethodResult:
     replacements, rows = {}, []

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ...core.config import Boolean, IntAtLeast, MethodConfig, param
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
+from ...core.textvalues import parse_number
 from ...errors import InvalidConfigError
 from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view
 from .._head import KEEP_HEAD_HELP, split_head
@@ -138,6 +139,19 @@ def _tail_error(s: torch.Tensor, rank: int) -> float:
     return float(s2[rank:].sum() / total) ** 0.5 if total > 0 else 0.0
 
 
+def _at_budget(model: nn.Module, budget: float, **_: object) -> list[SVDConfig]:
+    return [SVDConfig(rank=budget)] if any(isinstance(m, nn.Linear) for m in model.modules()) else []
+
+
+def _preview(config: SVDConfig, model: nn.Module, layers: list[str]):
+    """The panel's instant preview answers the exact solver without rounding (methods.analysis); the head
+    SVD leaves alone (keep_head) is left alone in the preview too."""
+    if config.solver != "exact" or config.round_to != 1:
+        return None
+    layers, _, _ = split_head(model, layers, SVDConfig.method, config.keep_head)
+    return {layer: ("svd", config.rank) for layer in layers}
+
+
 @register_method(
     "svd",
     SVDConfig,
@@ -146,11 +160,17 @@ def _tail_error(s: torch.Tensor, rank: int) -> float:
     help="Truncated SVD: each Linear (or transformers Conv1D) becomes two smaller Linears (fewer parameters and "
          "multiply-adds).",
     aliases=("decompose.svd",),
+    stage="factorization",
+    dial="rank",
+    options=(MagicOption("--svd", "RANK", parse_number, help="truncated SVD of Linear layers"),),
+    probe={"rank": 0.5},
+    compare=("low-rank", _at_budget),
+    preview=_preview,
 )
 def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, _ = parse_any_rank(config.rank)
-    names, head_rows, head_notes = split_head(model, names, "svd", config.keep_head, ctx,
+    names, head_rows, head_notes = split_head(model, names, SVDConfig.method, config.keep_head, ctx,
                                                   skip=lambda n: parent_reads_weights(model, n))
     for name in names:
         old = model.get_submodule(name)

@@ -16,7 +16,8 @@ from torch import nn
 
 from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
+from ...core.textvalues import parse_number
 from ...errors import InvalidConfigError, shown
 from .._common import LINEAR_TYPES, layer_row, linear_view
 from .._head import KEEP_HEAD_HELP, split_head
@@ -125,6 +126,11 @@ def _tt_skip(model: nn.Module, name: str, config: TTConfig) -> str | None:
     family="decomposition",
     help="Tensor-Train: large Linear (and transformers Conv1D) and Embedding weights become chains of small cores (TTLinear, TTEmbedding).",
     aliases=("decompose.tt",),
+    stage="factorization",
+    order=3,
+    dial="rank",
+    options=(MagicOption("--tt", "RANK", parse_number, help="Tensor-Train decomposition of large Linear / Embedding layers"),),
+    sweep=False,  # slow on every layer and answers the question Tucker and SVD answer
 )
 def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> MethodResult:
     replacements, rows_out = {}, []

@@ -19,7 +19,8 @@ from torch import nn
 
 from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.metrics import relative_error
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
+from ...core.textvalues import parse_number
 from .._common import LayerStandIn, layer_row
 from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, conv_skip_reason, rank_too_large
@@ -144,6 +145,10 @@ def reconstruct(seq: nn.Sequential) -> torch.Tensor:
     return torch.einsum("or,rshw,si->oihw", last.weight[:, :, 0, 0].double(), core, first.weight[:, :, 0, 0].double())
 
 
+def _at_budget(model: nn.Module, budget: float, **_: object) -> list[TuckerConfig]:
+    return [TuckerConfig(rank=budget)] if any(isinstance(m, nn.Conv2d) for m in model.modules()) else []
+
+
 @register_method(
     "tucker",
     TuckerConfig,
@@ -151,6 +156,12 @@ def reconstruct(seq: nn.Sequential) -> torch.Tensor:
     family="decomposition",
     help="Tucker-2 (Kim et al. 2016): each Conv2d becomes 1x1, kxk core and 1x1 convolutions.",
     aliases=("decompose.tucker",),
+    stage="factorization",
+    order=1,
+    dial="rank",
+    options=(MagicOption("--tucker", "RANK", parse_number, help="Tucker-2 decomposition of Conv2d layers"),),
+    probe={"rank": 0.5},
+    compare=("low-rank", _at_budget),
 )
 def apply_tucker(model: nn.Module, names: list[str], config: TuckerConfig, ctx) -> MethodResult:
     replacements, rows = {}, []

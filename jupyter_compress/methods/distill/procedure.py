@@ -15,7 +15,8 @@ import copy
 import torch
 from torch import nn
 
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
+from ...core.textvalues import parse_count
 from ...errors import CompressError, InvalidConfigError, LayerNotSupportedError
 from .._common import layer_row
 from ._config import DistillConfig
@@ -31,6 +32,11 @@ def _change(old: nn.Module, new: nn.Module) -> float:
     return float((a - b).norm()) / norm if norm else 0.0
 
 
+def _at_budget(model: nn.Module, budget: float, *, labelled: bool = False, **_: object):
+    """compare's candidate: recovery training needs labelled pairs to be measured against the task."""
+    return [DistillConfig()] if labelled else "needs labelled training data (data=(X, y))"
+
+
 @register_method(
     "distill",
     DistillConfig,
@@ -38,8 +44,18 @@ def _change(old: nn.Module, new: nn.Module) -> float:
     family="distillation",
     help="Recovery training: distil the compressed model from the model as it was before the plan, for a "
          "few epochs on data (labels optional); the selector picks the layers that train.",
-    needs_data=True,
+    requires=("data",),
     aliases=("recover",),
+    stage="recovery",
+    options=(MagicOption("--distill", "EPOCHS", parse_count, lambda v: {"epochs": v}, const=DistillConfig.epochs,
+                         help="after the other steps, recover accuracy by distilling from the original model (needs "
+                         f"--data); alone, up to {DistillConfig.epochs} epochs, stopping once the loss stops "
+                         "improving"),),
+    whole_model=True,
+    in_panel=False,
+    sweep=False,
+    changes_modules=False,
+    compare=("distillation", _at_budget),
 )
 def apply_distill(model: nn.Module, names: list[str], config: DistillConfig, ctx) -> MethodResult:
     if ctx.data is None:

@@ -22,7 +22,7 @@ from torch import nn
 
 from ...core.config import Boolean, Interval, MethodConfig, param
 from ...core.metrics import model_bytes
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
 from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
@@ -109,6 +109,9 @@ def _recurrent_row(name: str, old: nn.Module, inputs: list, config: DynamicQuant
     help="Dynamic int8 of Linear (and transformers Conv1D) layers on the fastest accurate route of this CPU "
          "(ONNX Runtime or torch), with per-layer SQNR and output error.",
     aliases=("int8", "quantize.int8"),
+    stage="precision",
+    options=(MagicOption("--quantize", "MODE", choice="int8", help="int8 (dynamic, the fast preset: give --example)"),),
+    compare=("quantization", lambda model, budget, **_: [DynamicQuantConfig()]),
 )
 def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig, ctx: Any) -> MethodResult:
     recurrent = [n for n in names if isinstance(model.get_submodule(n), (nn.LSTM, nn.GRU))]

@@ -64,12 +64,16 @@ class QATConfig(MethodConfig):
                        "or its name given with compress(..., functions={name: fn}) ('' = no training: calibrate "
                        "on the data only)", check=TrainFunction())
 
+    fuse: bool = param(True, help="fold Conv-BatchNorm and fuse a following ReLU first", check=Boolean())
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         if callable(out["train"]):
             out["train"] = function_name(out["train"])  # a plan holds the name only (see the module docstring)
         return out
-    fuse: bool = param(True, help="fold Conv-BatchNorm and fuse a following ReLU first", check=Boolean())
+
+    def requirements(self) -> frozenset[str]:
+        return frozenset({"train"}) if self.train else frozenset()
 
 
 def _activation_fq() -> FakeQuantize:
@@ -145,7 +149,10 @@ def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
     supported=(nn.Conv1d, nn.Conv2d, *LINEAR_TYPES),
     family="quantization",
     help="Quantization-aware fine-tuning (fake quantization during your training function), then static int8.",
-    needs_data=True,
+    requires=("data",),
+    stage="precision",
+    order=4,
+    function_fields=("train",),
 )
 def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -> MethodResult:
     # replaying a saved plan (load): the file holds the trained values, the training is not run again

@@ -17,7 +17,7 @@ from torch.ao.quantization import observer as obs
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...core.config import Boolean, Interval, MethodConfig, param
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
 from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
@@ -62,7 +62,10 @@ def _observer(kind: str):
     family="quantization",
     help="Static int8 post-training quantization (calibrated activations, per-channel weights, Conv-BN-ReLU "
          "fusion) for CNNs.",
-    needs_data=True,
+    requires=("data",),
+    stage="precision",
+    order=1,
+    options=(MagicOption("--quantize", "MODE", choice="static-int8", help="static-int8 (calibrated, give --calib)"),),
 )
 def apply_static(model: nn.Module, names: list[str], config: StaticQuantConfig, ctx: Any) -> MethodResult:
     batches = calibration_batches(ctx, required=True, method="quantize.static")

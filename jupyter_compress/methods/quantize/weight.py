@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ...core.config import IntAtLeast, MethodConfig, param
-from ...core.registry import MethodResult, register_method
+from ...core.registry import MagicOption, MethodResult, register_method
 from .._common import LINEAR_TYPES, LayerStandIn, hand_over, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
@@ -99,6 +99,10 @@ def _inputs(model: nn.Module, names: list[str], ctx: Any, method: str, linear_on
     help="Weight-only int8 / int4 with group-wise scales: smaller weights, same speed (dequantized per call).",
     aliases=("int4",),
     streams=True,
+    stage="precision",
+    order=2,
+    options=(MagicOption("--quantize", "MODE", choice="int4", fields={"bits": 4}, help="int4 (weight-only, group-wise)"),
+             MagicOption("--quantize", "MODE", choice="int8-weight", fields={"bits": 8}, help="int8-weight")),
 )
 def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConfig, ctx: Any) -> MethodResult:
     inputs = _inputs(model, names, ctx, "quantize.weight", linear_only=True)
@@ -134,6 +138,10 @@ def apply_weight_only(model: nn.Module, names: list[str], config: WeightOnlyConf
     help="fp16 / bf16 casts of Linear (and transformers Conv1D) and Conv layers (half the bytes).",
     aliases=("fp16", "bf16"),
     streams=True,
+    stage="precision",
+    order=3,
+    options=(MagicOption("--quantize", "MODE", choice="fp16", fields={"dtype": "float16"}, help="fp16"),
+             MagicOption("--quantize", "MODE", choice="bf16", fields={"dtype": "bfloat16"}, help="bf16")),
 )
 def apply_half(model: nn.Module, names: list[str], config: HalfConfig, ctx: Any) -> MethodResult:
     dtype = getattr(torch, config.dtype)
