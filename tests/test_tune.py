@@ -186,7 +186,7 @@ def test_display_emits_bokehjs_before_the_panel_once_per_session(monkeypatch):
 def test_the_panel_table_writes_bytes_as_the_reports_do():
     from types import SimpleNamespace
 
-    from jupyter_compress.widgets.tune import _summary_html
+    from jupyter_compress.widgets.tune_state import summary_html as _summary_html
 
     preview = SimpleNamespace(params_before=1000, params_after=500, nonzeros_before=1000, nonzeros_after=400,
                               bytes_before=4096 * 3, bytes_after=2048, layers=[], exact=True, seconds=0.001)

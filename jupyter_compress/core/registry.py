@@ -70,7 +70,7 @@ class MagicOption:
     help_field: str | None = None  # the config field whose help (rule, default) the option's help quotes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # one object per registered method: compared (and hashed) by identity
 class Method:
     """A registered method and its declarations (see the module docstring)."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as W
@@ -13,7 +14,7 @@ from traitlets import validate
 from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, OneOf
 from ..core.plan import tidy_float
 
-__all__ = ["StepSlider", "config_controls", "read_controls"]
+__all__ = ["StepSlider", "config_controls"]
 
 
 class StepSlider(W.FloatSlider):
@@ -97,20 +98,15 @@ def _control(field: dataclasses.Field, default: Any) -> W.Widget | None:
     return None  # mappings and other structured fields are set through the per-layer table or YAML
 
 
-def config_controls(config_cls: type[MethodConfig]) -> dict[str, W.Widget]:
-    """One control per field that has a natural widget, keyed by field name, defaults from the config."""
+def config_controls(config_cls: type[MethodConfig], fields: Sequence[str] | None = None) -> dict[str, W.Widget]:
+    """One control per field that has a natural widget (among ``fields``, the method's declared ``controls``;
+    None: every field), keyed by field name, defaults from the config."""
     defaults = config_cls()
     out = {}
     for field in dataclasses.fields(config_cls):
+        if fields is not None and field.name not in fields:
+            continue
         control = _control(field, getattr(defaults, field.name))
         if control is not None:
             out[field.name] = control
     return out
-
-
-def read_controls(config_cls: type[MethodConfig], controls: dict[str, W.Widget], **override: Any) -> MethodConfig:
-    """The config the controls describe (``override`` wins); validation is the config's own."""
-    values = {name: tidy_float(control.value) if isinstance(control.value, float) else control.value
-              for name, control in controls.items()}
-    values.update({k: tidy_float(v) if isinstance(v, float) else v for k, v in override.items()})
-    return config_cls(**values)

@@ -9,42 +9,23 @@ newer setting supersedes it. The live model is touched only by Apply (and Revert
 from __future__ import annotations
 
 import html
-import re
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import ipywidgets as W
 from torch import nn
 
-from .. import __version__
 from ..core.apply import compress, compress_, forget_undo, revert_
 from ..core.metrics import call_model, eval_mode, primary_output, relative_error
-from ..core.names import name_problem
-from ..core.plan import Plan, Step, tidy_float
-from ..core.registry import get_method, list_methods
-from ..core.report import format_bytes
-from ..core.selection import Selector
+from ..core.plan import Plan
 from ..errors import CompressError
-from ..methods._head import split_head
-from ..methods.analysis import LayerSetting, PreviewEngine
-from .controls import config_controls, read_controls
+from ..methods.analysis import PreviewEngine
+from . import tune_state as ts
+from .controls import config_controls
 
 __all__ = ["TunePanel", "tune"]
-
-# Families shown as tabs, and the order their steps run in (structure, factorisation, sparsity, precision).
-FAMILIES = ("pruning", "decomposition", "quantization")
-_STEP_ORDER = ("prune.structured", "svd", "tucker", "cp", "tt", "prune", "prune.nm")
-_OFF = "off"
-
-
-def _methods_by_family() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {f: [] for f in FAMILIES}
-    for m in list_methods():
-        if m["family"] in out:
-            out[m["family"]].append(m["name"])
-    return {f: names for f, names in out.items() if names}
-
 
 class TunePanel:
     """The panel; ``.widget`` is the ipywidgets box (the panel also displays itself)."""
@@ -62,6 +43,7 @@ class TunePanel:
         self.lock = threading.Lock()
         self.debounce_s = debounce_s
         self.engine = PreviewEngine(model)
+        self.state = ts.TuneState(model, self.engine.names)  # what the controls say; the widgets write into it
         self.result: tuple[nn.Module, Any] | None = None
         # what the last Apply ran: the exact Plan passed to compress / compress_, and where it went
         # (Generate cell writes this, not whatever the controls say later)
@@ -78,34 +60,33 @@ class TunePanel:
 
     # -- layout ------------------------------------------------------------
     def _build(self) -> None:
-        self.families = _methods_by_family()
+        self.families = {f: [m.name for m in methods] for f, methods in self.state.families.items()}
         self.method_pickers: dict[str, W.Dropdown] = {}
         self.controls: dict[str, dict[str, W.Widget]] = {}
+        self._method_boxes: dict[str, W.VBox] = {}
         tabs = []
-        for family, names in self.families.items():
-            picker = W.Dropdown(options=[_OFF, *names], value=_OFF, description="method")
-            picker.observe(self._on_change, names="value")
+        for family, methods in self.state.families.items():
+            picker = W.Dropdown(options=[ts.OFF, *self.families[family]], value=ts.OFF, description="method")
+            picker.observe(partial(self._on_pick, family), names="value")
             self.method_pickers[family] = picker
-            boxes = []
-            for method in names:
-                controls = config_controls(get_method(method).config_cls)
-                self.controls[method] = controls
-                for control in controls.values():
-                    control.observe(self._on_change, names="value")
-                boxes.append(W.VBox(list(controls.values()), layout=W.Layout(display="none")))
-            self._method_boxes = getattr(self, "_method_boxes", {})
-            self._method_boxes.update(dict(zip(names, boxes)))
-            tabs.append(W.VBox([picker, *boxes]))
+            for method in methods:
+                controls = config_controls(method.config_cls, method.controls)
+                self.controls[method.name] = controls
+                self.state.set_values(method.name, {field: c.value for field, c in controls.items()})
+                for field, control in controls.items():
+                    control.observe(partial(self._on_value, method.name, field), names="value")
+                self._method_boxes[method.name] = W.VBox(list(controls.values()), layout=W.Layout(display="none"))
+            tabs.append(W.VBox([picker, *(self._method_boxes[m] for m in self.families[family])]))
         self.tabs = W.Tab(children=tabs, titles=list(self.families))
         self.layer_rows: dict[str, tuple[W.Checkbox, dict[str, W.Text]]] = {}
         rows = []
         for layer in self.engine.names:
             include = W.Checkbox(value=True, indent=False, layout=W.Layout(width="28px"))
             overrides = {f: W.Text(placeholder=f"{f} default", layout=W.Layout(width="120px"))
-                         for f in ("pruning", "decomposition") if f in self.families}
-            include.observe(self._on_change, names="value")
-            for text in overrides.values():
-                text.observe(self._on_change, names="value")
+                         for f in self.state.override_families}
+            include.observe(partial(self._on_include, layer), names="value")
+            for family, text in overrides.items():
+                text.observe(partial(self._on_override, layer, family), names="value")
             self.layer_rows[layer] = (include, overrides)
             rows.append(W.HBox([include, W.Label(layer, layout=W.Layout(width="260px")), *overrides.values()]))
         self.layer_table = W.Accordion(children=[W.VBox(rows)], titles=["layers: include / per-layer override"])
@@ -178,96 +159,42 @@ class TunePanel:
 
     def summary_text(self) -> str:
         """One line: what the panel is on and what it applied (the widget's text fallback)."""
-        if self.applied_plan is not None:
-            inplace, target = self._applied_where
-            where = f"{self.name} in place" if inplace else f"as {target!r}"
-            state = f"applied {self.applied_plan.describe()} {where}"
-        else:
-            state = "nothing applied yet"
-        return f"jupyter_compress tuning panel on {self.name}: {state} (interactive in a notebook with its kernel)"
+        return ts.summary_text(self.name, self.applied_plan, *self._applied_where)
 
     def static_html(self) -> str:
         """A static summary of the panel: the applied plan (or the controls' plan) and the preview table."""
-        if self.applied_plan is not None:
-            inplace, target = self._applied_where
-            where = f"{self.name} in place" if inplace else f"as <code>{html.escape(target)}</code>"
-            head, plan = f"Applied {where}:", self.applied_plan
-        else:
-            head = "Nothing applied yet; the controls' plan:"
+        plan = None
+        if self.applied_plan is None:
             try:
                 plan = self.plan()
             except CompressError:
-                plan = None
-        body = f"<pre>{html.escape(plan.to_yaml())}</pre>" if plan is not None and plan.steps else "<p>(no method)</p>"
-        return (f"<div class='jupyter-compress-tune-static'><b>jupyter_compress tuning panel</b> on "
-                f"<code>{html.escape(self.name)}</code> (static copy: run the cell to tune again)<p>{head}</p>"
-                f"{body}{self.summary.value}</div>")
+                pass
+        return ts.static_html(self.name, self.applied_plan, *self._applied_where, plan, self.summary.value)
 
     def _update_display(self) -> None:
         if self._display is not None:
             self._display.update(self._repr_mimebundle_(), raw=True)
 
-    # -- state -> plan ------------------------------------------------------
-    def _method(self, family: str) -> str | None:
-        picker = self.method_pickers.get(family)
-        return None if picker is None or picker.value == _OFF else picker.value
+    # -- events -> state -> plan ------------------------------------------------
+    def _on_pick(self, family: str, change) -> None:
+        self.state.pick(family, change["new"])
+        self._on_change()
 
-    def _override(self, layer: str, family: str) -> Any:
-        text = self.layer_rows[layer][1].get(family)
-        raw = text.value.strip() if text is not None else ""
-        if not raw:
-            return None
-        try:
-            value = tidy_float(float(raw[:-1]) / 100 if raw.endswith("%") else float(raw))
-        except ValueError:
-            raise CompressError(f"layer {layer}: override {raw!r} is not a number (e.g. 0.5 or 50%).") from None
-        return int(value) if value > 1 and value.is_integer() else value
+    def _on_value(self, method: str, field: str, change) -> None:
+        self.state.set_value(method, field, change["new"])
+        self._on_change()
+
+    def _on_include(self, layer: str, change) -> None:
+        self.state.include(layer, change["new"])
+        self._on_change()
+
+    def _on_override(self, layer: str, family: str, change) -> None:
+        self.state.set_override(layer, family, change["new"])
+        self._on_change()
 
     def plan(self) -> Plan:
         """The plan the controls describe (what Apply runs and Generate cell writes)."""
-        included = [n for n, (box, _) in self.layer_rows.items() if box.value]
-        excluded = [n for n in self.layer_rows if n not in included]
-        steps: list[Step] = []
-        for family in self.families:
-            method = self._method(family)
-            if method is None:
-                continue
-            supported = get_method(method).supported
-            names = [n for n in included if isinstance(self.model.get_submodule(n), supported)]
-            key = "rank" if "rank" in self.controls[method] else "amount"
-            special = {n: self._override(n, family) for n in names if family in self.layer_rows[n][1]}
-            special = {n: v for n, v in special.items() if v is not None}
-            config = read_controls(get_method(method).config_cls, self.controls[method])
-            rest = [n for n in names if n not in special]
-            if method == "prune.structured":  # layers it leaves alone must stay untouched, not just unselected
-                steps.append((Step(config, Selector(exclude=tuple(excluded))), []))
-                continue
-            if rest:
-                steps.append((Step(config, _layers_selector(rest)), rest))
-            for layer, value in special.items():
-                layer_config = read_controls(get_method(method).config_cls, self.controls[method], **{key: value})
-                steps.append((Step(layer_config, _layers_selector([layer])), [layer]))
-        steps.sort(key=lambda s: _STEP_ORDER.index(s[0].method) if s[0].method in _STEP_ORDER else len(_STEP_ORDER))
-        self._step_layers = [names for _, names in steps]
-        return Plan(tuple(step for step, _ in steps), seed=0)
-
-    def _settings(self, plan: Plan) -> tuple[dict[str, LayerSetting], list[str]]:
-        """Per-layer settings the preview engine can answer, and the methods it cannot (measured on Apply)."""
-        settings: dict[str, LayerSetting] = {}
-        other = []
-        for step, layers in zip(plan.steps, self._step_layers):
-            config = step.config
-            if step.method == "svd" and config.solver == "exact" and config.round_to == 1:
-                # the head SVD leaves alone (keep_head) is left alone in the preview too
-                layers, _, _ = split_head(self.model, layers, "svd", getattr(config, "keep_head", False))
-                for layer in layers:
-                    settings.setdefault(layer, LayerSetting()).svd = config.rank
-            elif step.method == "prune" and config.criterion == "magnitude" and config.scope == "layer":
-                for layer in layers:
-                    settings.setdefault(layer, LayerSetting()).prune = config.amount
-            else:
-                other.append(step.method)
-        return settings, other
+        return self.state.plan()
 
     # -- live preview ---------------------------------------------------------
     def _on_change(self, change=None) -> None:
@@ -281,13 +208,13 @@ class TunePanel:
         try:
             plan = self.plan()
         except CompressError as exc:
-            self.message.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.message.value = ts.error_html(str(exc))
             return
         self.message.value = ""
-        settings, other = self._settings(plan)
+        settings, other = self.state.settings(plan)
         preview = self.engine.preview(settings)
         self.last_preview = preview
-        self.summary.value = _summary_html(preview, other)
+        self.summary.value = ts.summary_html(preview, other)
         if self.plot is not None:
             self.plot[1].data = {"layer": [r["name"] for r in preview.layers],
                                  "error": [r["error"] for r in preview.layers]}
@@ -347,10 +274,9 @@ class TunePanel:
 
     def _apply(self, plan: Plan) -> Any:
         if not self.inplace.value and self.namespace is not None:
-            problem = name_problem(self.target.value, _hidden_names())
+            problem = ts.name_message(self.target.value, _hidden_names())
             if problem:
-                self.message.value = (f"<span style='color:#b00'>The name {html.escape(repr(self.target.value[:60]))} "
-                                      f"{html.escape(problem)}: type another name in the 'as' box.</span>")
+                self.message.value = problem
                 return None
         self._stop.clear()
         self.progress.layout.display = self.stop_button.layout.display = "flex"
@@ -369,7 +295,7 @@ class TunePanel:
                         self._previous_binding = self.namespace.get(self.target.value)
                         self.namespace[self.target.value] = result
         except CompressError as exc:
-            self.message.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.message.value = ts.error_html(str(exc))
             return None
         finally:
             self.progress.layout.display = self.stop_button.layout.display = "none"
@@ -409,17 +335,8 @@ class TunePanel:
         """The %%compress cell for the applied plan (exactly what Apply ran, and where it bound the result);
         before any Apply (or after Revert), for the plan the controls describe, and the cell says so."""
         if self.applied_plan is not None:
-            plan, (inplace, target) = self.applied_plan, self._applied_where
-            note = "Re-running this cell reproduces the applied result."
-        else:
-            plan, inplace, target = self.plan(), bool(self.inplace.value), self.target.value
-            note = "Not applied in the panel yet: this is the controls' plan."
-        text = plan.to_yaml()
-        if Plan.from_yaml(text) != plan:  # cannot happen with the panel's tidy values; say so if it does
-            note += " Warning: the plan's numbers were rounded when written."
-        where = "--inplace" if inplace else f"--as {target}"
-        return (f"%%compress {self.name} {where}\n# generated by jupyter_compress {__version__} tuning panel; "
-                f"seed {plan.seed}. {note}\n{text}")
+            return ts.cell_code(self.applied_plan, self.name, *self._applied_where, applied=True)
+        return ts.cell_code(self.plan(), self.name, bool(self.inplace.value), self.target.value, applied=False)
 
     def generate_cell(self):
         """Insert the plan as a %%compress cell below the panel's cell (through the labextension);
@@ -448,36 +365,6 @@ class TunePanel:
             self._timer.cancel()
         forget_undo(self.model) if self._applied_inplace else None
         self.widget.close()
-
-
-def _layers_selector(names: list[str]) -> Selector:
-    """These layers, and what an earlier step made of them (an SVD turns 'fc1' into 'fc1.0', 'fc1.1')."""
-    return Selector(layers=("re:(?:" + "|".join(re.escape(n) for n in names) + r")(?:\..+)?",))
-
-
-def _summary_html(preview, other: list[str]) -> str:
-    def ratio(a, b):
-        return f"{a / b:.2f}x" if b else "inf"
-
-    rows = [("parameters", preview.params_before, preview.params_after),
-            ("non-zero parameters", preview.nonzeros_before, preview.nonzeros_after),
-            ("bytes in memory", preview.bytes_before, preview.bytes_after)]
-    def cell(q, v):  # bytes as the reports write them (KiB, MiB), counts with thousands separators
-        return format_bytes(v) if q.startswith("bytes") else f"{v:,}"
-
-    body = "".join(f"<tr><td>{q}</td><td>{cell(q, b)}</td><td>{cell(q, a)}</td><td>{ratio(b, a)}</td></tr>"
-                   for q, b, a in rows)
-    worst = max(preview.layers, key=lambda r: r["error"], default=None)
-    notes = []
-    if worst is not None:
-        notes.append(f"largest weight error: {html.escape(worst['name'])} {worst['error']:.4f}")
-    if not preview.exact:
-        notes.append("errors of stacked methods are estimates")
-    if other:
-        notes.append("not in the instant preview (measured on Apply / the probe): " + ", ".join(sorted(set(other))))
-    return (f"<table><tr><th></th><th>before</th><th>after (preview)</th><th>ratio</th></tr>{body}</table>"
-            + "".join(f"<div>{n}</div>" for n in notes) + f"<div style='color:#888'>preview {preview.seconds * 1e3:.1f} ms"
-            + "</div>")
 
 
 def _hidden_names() -> set[str]:
