@@ -9,8 +9,9 @@ import torch
 
 from jupyter_compress import count_params, model_bytes, state_dict_hash
 from jupyter_compress.core.registry import list_methods
+from jupyter_compress.methods._structured_plan import structured_amount
 from jupyter_compress.strategy import ComparisonTable, compare
-from jupyter_compress.strategy.budget import default_candidates, structured_amount
+from jupyter_compress.strategy.budget import default_candidates
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,13 @@ def test_compare_digits_measures_every_family(digits):
     assert "works on this hardware?" in text and "pruning, structured" in text and "CPU" in text
     page = table.to_html()
     assert page.split("</table>")[0].count("<tr>") == len(table.rows) + 1
+    assert "Bokeh" not in page  # the strategy layer draws nothing itself ...
+    from jupyter_compress import plotting
+
+    page = plotting.attach_comparison_plot(table).to_html()  # ... plotting attaches the Pareto plot
+    assert page.split("</table>")[0].count("<tr>") == len(table.rows) + 1
     assert "Bokeh" in page.split("</table>")[1]  # the Pareto plot follows the table
+    assert type(plotting.comparison_figure(table)).__name__ == "figure"
     json.dumps(table.to_dict())
     assert len(table.points()) == len([r for r in table.rows if not r.get("error")])
 

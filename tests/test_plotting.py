@@ -237,3 +237,55 @@ def test_each_plot_has_one_title_and_legends_cover_no_bar(run):
         inside = [c for c in getattr(fig, "center", []) if type(c).__name__ == "Legend"]
         if legends or inside:
             assert legends and not inside  # beside the plot area, not over the bars
+
+
+def _imports(path) -> set[str]:
+    """Absolute names of the modules ``path`` imports (relative imports resolved against its package)."""
+    import ast
+
+    package = ["jupyter_compress", *path.parent.relative_to(path.parents[1]).parts]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            out.add(module)
+            out |= {f"{module}.{alias.name}" for alias in node.names}  # ``from .. import plotting``
+    return out
+
+
+def _drawing_imports(paths) -> set[str]:
+    return {f"{p.name}: {name}" for p in paths for name in _imports(p)
+            if name.split(".")[0] == "bokeh" or name.startswith("jupyter_compress.plotting")}
+
+
+def test_strategy_imports_no_plotting_and_no_bokeh(tmp_path):
+    """The layers: strategy computes, plotting draws (DESIGN.md); not even a lazy import inside a function."""
+    from pathlib import Path
+
+    import jupyter_compress.strategy as strategy
+
+    modules = sorted(Path(strategy.__file__).parent.glob("*.py"))
+    assert len(modules) > 5
+    found = _drawing_imports(modules)
+    assert not found, found
+    # the scan finds such imports, relative ones included
+    planted = tmp_path / "strategy" / "planted.py"
+    planted.parent.mkdir()
+    planted.write_text("def f():\n    from ..plotting import figures\n    from .. import plotting\n"
+                       "    import bokeh.plotting\n    from .compare import compare\n")
+    assert {n.split(": ")[1] for n in _drawing_imports([planted])} == {
+        "jupyter_compress.plotting", "jupyter_compress.plotting.figures", "bokeh.plotting"}
+
+
+def test_sensitivity_heatmap_from_points():
+    from jupyter_compress.plotting import sensitivity_heatmap
+    from jupyter_compress.strategy._sens_result import Sensitivity
+
+    points = [{"method": "m", "unit": u, "layers": [u], "ratio": r, "setting": {"amount": r}, "drop": d,
+               "metric": 1 - d} for u, r, d in (("a", 0.5, 0.01), ("a", 0.9, 0.2), ("b", 0.5, 0.0), ("b", 0.9, 0.05))]
+    fig = sensitivity_heatmap(Sensitivity(points=points, baseline=1.0, metric="accuracy", ratios=(0.5, 0.9)))
+    assert fig.title.text == "m: drop in accuracy"
+    assert list(fig.x_range.factors) == ["0.5", "0.9"] and list(fig.y_range.factors) == ["b", "a"]

@@ -131,7 +131,9 @@ def test_verdicts_summary_and_heatmap(tmp_path):
 
 def test_figure_is_bokeh(tmp_path):
     pytest.importorskip("bokeh")
-    fig = _sens(tmp_path, methods=["svd"]).figure("svd")
+    from jupyter_compress.plotting import sensitivity_heatmap
+
+    fig = sensitivity_heatmap(_sens(tmp_path, methods=["svd"]), "svd")
     assert type(fig).__name__ == "figure" and fig.title.text.startswith("svd")
 
 

@@ -198,7 +198,7 @@ def test_untraceable_refused_in_one_line_naming_the_module():
 
 
 def test_coupled_groups_with_keyword_inputs():
-    from jupyter_compress.strategy._units import coupled_groups
+    from jupyter_compress.methods._structured_plan import coupled_groups
 
     model, inputs, _ = zoo.make("gpt2")
     names = [n for n, m in model.named_modules() if n.endswith(("c_fc", "c_attn"))]

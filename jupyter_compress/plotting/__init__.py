@@ -3,6 +3,8 @@
     >>> from jupyter_compress import plotting
     >>> plotting.attach_plots(report, model, small)   # the report now shows its figures inline
     >>> plotting.configure("inline")                 # BokehJS in the notebook (default: the extension's)
+    >>> plotting.attach_comparison_plot(table)       # a compare() table shows its Pareto plot
+    >>> plotting.show(plotting.sensitivity_heatmap(sens, "svd"))
 
 Uses bokeh (a dependency). Importing ``jupyter_compress`` does not import this package.
 """
@@ -18,8 +20,8 @@ from . import data
 from .live import LiveCurve, curve_data
 from .resources import configure, figure_html, load_bokehjs
 
-__all__ = ["LiveCurve", "attach_plots", "configure", "curve_data", "data", "figure_html", "load_bokehjs",
-           "report_figures", "show"]
+__all__ = ["LiveCurve", "attach_comparison_plot", "attach_plots", "comparison_figure", "configure", "curve_data",
+           "data", "figure_html", "load_bokehjs", "report_figures", "sensitivity_heatmap", "show"]
 
 
 def report_figures(report: Report, before: nn.Module | None = None, after: nn.Module | None = None):
@@ -44,6 +46,27 @@ def attach_plots(report: Report, before: nn.Module | None = None, after: nn.Modu
         if resources_mode() != "extension":
             report.attach_html(title, figure_html(fig))
     return report
+
+
+def comparison_figure(table: Any):
+    """Pareto plot of a ``compare`` table (see :func:`.sweeps.comparison_figure`)."""
+    from .sweeps import comparison_figure as _figure
+
+    return _figure(table)
+
+
+def attach_comparison_plot(table: Any) -> Any:
+    """Make a ``compare`` table's HTML view show its Pareto plot (see :func:`.sweeps.attach_comparison_plot`)."""
+    from .sweeps import attach_comparison_plot as _attach
+
+    return _attach(table)
+
+
+def sensitivity_heatmap(result: Any, method: str | None = None):
+    """Heatmap (layers x ratio, colour = drop) of a ``sensitivity`` result (see :func:`.sweeps.sensitivity_heatmap`)."""
+    from .sweeps import sensitivity_heatmap as _heatmap
+
+    return _heatmap(result, method)
 
 
 class _Figure:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["data_kind", "model_profile", "hardware"]
+__all__ = ["data_kind", "layer_kind", "model_profile", "hardware"]
 
 
 def data_kind(data: Any) -> str:
@@ -25,19 +25,21 @@ def data_kind(data: Any) -> str:
     return "labelled" if targets is not None else "calibration"
 
 
+def layer_kind(cls: type) -> str:
+    """``'linear'`` (Linear, transformers' Conv1D: a Linear with its weight transposed), ``'conv'``,
+    ``'embedding'`` or ``'other'``: the kinds of :func:`model_profile`'s shares."""
+    if issubclass(cls, nn.Linear) or cls.__name__ == "Conv1D":
+        return "linear"
+    if issubclass(cls, nn.modules.conv._ConvNd):
+        return "conv"
+    return "embedding" if issubclass(cls, nn.Embedding) else "other"
+
+
 def model_profile(model: nn.Module) -> dict[str, Any]:
     """Parameters by kind of layer, the dominant kind and the size in MiB."""
     kinds = {"linear": 0, "conv": 0, "embedding": 0, "other": 0}
     for module in model.modules():
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        if isinstance(module, nn.Linear):
-            kinds["linear"] += own
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            kinds["conv"] += own
-        elif isinstance(module, nn.Embedding):
-            kinds["embedding"] += own
-        else:
-            kinds["other"] += own
+        kinds[layer_kind(type(module))] += sum(p.numel() for p in module.parameters(recurse=False))
     total = max(sum(kinds.values()), 1)
     share = {k: v / total for k, v in kinds.items()}
     # convolutions do far more work per weight than Linears: a third of the weights makes a model convolutional

@@ -18,11 +18,6 @@ from ..core.selection import Selector
 
 __all__ = ["Option", "options_from", "greedy", "plan_of"]
 
-# Order of steps in a mixed plan: structured pruning first (it changes the shapes later steps see),
-# then factorization, then unstructured sparsity, then quantization last (prune first, then quantize).
-_STAGE = {"prune.structured": 0, "decomposition": 1, "pruning": 2, "quantization": 3}
-
-
 @dataclasses.dataclass(frozen=True)
 class Option:
     method: str
@@ -33,8 +28,10 @@ class Option:
     saving: float
 
     @property
-    def stage(self) -> int:
-        return _STAGE.get(self.method, _STAGE.get(self.family, 2))
+    def stage(self) -> tuple[int, int, str]:
+        """Where the method's step goes in a plan: its declared stage (structure first, as it changes the
+        shapes later steps see; then factorization, sparsity, precision last)."""
+        return get_method(self.method).stage_index
 
 
 def options_from(points: list[dict[str, Any]], objective: str) -> list[Option]:

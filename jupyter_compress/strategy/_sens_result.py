@@ -1,4 +1,5 @@
-"""The result of a sensitivity sweep: points, plain-word verdicts, heatmap columns, an optional figure."""
+"""The result of a sensitivity sweep: points, plain-word verdicts, heatmap columns (drawn by
+:func:`jupyter_compress.plotting.sensitivity_heatmap`)."""
 
 from __future__ import annotations
 
@@ -103,21 +104,3 @@ class Sensitivity:
     def __repr__(self) -> str:
         return (f"Sensitivity({len(self.points)} points, {len(self.methods)} methods, metric={self.metric!r}, "
                 f"complete={self.complete})\n" + self.summary())
-
-    def figure(self, method: str | None = None):
-        """A bokeh heatmap (layers x ratio, colour = drop); bokeh is imported only here."""
-        from bokeh.models import ColorBar, LinearColorMapper
-        from bokeh.plotting import figure
-
-        method = method or (self.methods[0] if self.methods else None)
-        cols = self.heatmap(method)
-        layers, settings = list(dict.fromkeys(cols["layer"])), list(dict.fromkeys(cols["setting"]))
-        mapper = LinearColorMapper(palette="Viridis256", low=min(cols["drop"], default=0),
-                                   high=max(cols["drop"], default=1))
-        fig = figure(title=f"{method}: drop in {self.metric}", x_range=settings, y_range=layers[::-1],
-                     x_axis_label="ratio", tooltips=[("layer", "@layer"), ("ratio", "@setting"), ("drop", "@drop")],
-                     height=max(200, 24 * len(layers) + 80), width=480)
-        fig.rect(x="setting", y="layer", width=1, height=1, source=cols,
-                 fill_color={"field": "drop", "transform": mapper}, line_color=None)
-        fig.add_layout(ColorBar(color_mapper=mapper), "right")
-        return fig

@@ -5,9 +5,9 @@ config with an ``amount`` field is swept over the ratios; one with a fractional 
 ``rank = 1 - ratio`` (the fraction of parameters kept); one with ``bits`` over its allowed bit widths
 (ratio = 1 - bits/32); any other is measured once at its defaults.
 
-Units are single layers, except for structured pruning: layers whose output channels are coupled
-(by a residual addition, a concatenation, attention) can only shrink together, so Torch-Pruning's
-dependency graph gives the groups and each group is measured as one unit.
+Units are single layers, unless the method declares ``units`` (structured pruning: layers whose output
+channels are coupled by a residual addition, a concatenation or attention shrink together, so each
+coupled group is measured as one unit).
 """
 
 from __future__ import annotations
@@ -16,29 +16,23 @@ from typing import Any
 
 from torch import nn
 
-from ..core.registry import Method, get_method, method_names
+from ..core.registry import Method, methods_in_order
 from ..core.selection import Selector
-from ..errors import CompressError, SelectorError
+from ..errors import SelectorError
 
-__all__ = ["levels_for", "units_for", "coupled_groups", "default_methods", "unit_name"]
+__all__ = ["levels_for", "units_for", "default_methods", "available", "unit_name"]
 
-# Variants left out of default sweeps: CP's ALS and TT are slow on every layer and answer the same
-# question as Tucker/SVD; N:M is one fixed pattern. They are swept when asked for by name.
-_NOT_BY_DEFAULT = {"cp", "tt", "prune.nm"}
-_WHOLE_MODEL_FAMILIES = {"distillation"}
+
+def available(has_data: bool, has_inputs: bool) -> frozenset[str]:
+    """The requirements that what the caller gave meets: data brings inputs too."""
+    return frozenset(({"data", "example_inputs"} if has_data else set()) | ({"example_inputs"} if has_inputs else set()))
 
 
 def default_methods(has_data: bool, has_inputs: bool) -> list[str]:
-    """Registered per-layer methods worth a default sweep given what data is available."""
-    out = []
-    for name in method_names():
-        method = get_method(name)
-        if name in _NOT_BY_DEFAULT or method.family in _WHOLE_MODEL_FAMILIES:
-            continue
-        if method.needs_data and not (has_data or (has_inputs and name == "prune.structured")):
-            continue
-        out.append(name)
-    return out
+    """Registered per-layer methods worth a default sweep (``sweep`` declared, not ``whole_model``) whose
+    requirements the available data meets, in step order."""
+    have = available(has_data, has_inputs)
+    return [m.name for m in methods_in_order() if m.sweep and not m.whole_model and m.requires <= have]
 
 
 def levels_for(method: Method, ratios: tuple[float, ...]) -> list[tuple[float | None, dict[str, Any]]]:
@@ -61,36 +55,14 @@ def unit_name(layers: list[str]) -> str:
     return f"{layers[0]} (+{len(layers) - 1} coupled)"
 
 
-def coupled_groups(model: nn.Module, example_inputs: Any, candidates: list[str]) -> list[list[str]]:
-    """Groups of ``candidates`` whose output channels Torch-Pruning says must be pruned together."""
-    from ..methods.structured import ROOTS, build_graph
-
-    graph = build_graph(model, example_inputs)
-    name_of = {m: n for n, m in model.named_modules()}
-    wanted, groups, seen = set(candidates), [], set()
-    for group in graph.get_all_groups(root_module_types=ROOTS):
-        members = sorted({name_of.get(dep.target.module) for dep, _ in group
-                          if graph.is_out_channel_pruning_fn(dep.handler)} & wanted,
-                         key=candidates.index)
-        if members and not seen & set(members):
-            groups.append(members)
-            seen |= set(members)
-    return groups
-
-
 def units_for(method: Method, model: nn.Module, layers: Any, example_inputs: Any) -> list[list[str]]:
-    """The units (lists of layer names) ``method`` is measured on; empty when it handles no layer."""
+    """The units (lists of layer names) ``method`` is measured on: its declared ``units`` (coupled groups)
+    or one unit per layer; empty when it handles no layer."""
     selector = layers if isinstance(layers, Selector) else Selector(layers=() if layers is None else layers)
     try:
         names = selector.select(model, method.supported, method.name)
     except SelectorError:
         return []
-    if method.name == "prune.structured":
-        if example_inputs is None:
-            return []
-        try:
-            return coupled_groups(model, example_inputs, names)
-        except Exception as exc:  # an untraceable model: structured pruning cannot be measured on it
-            raise CompressError(f"Could not find the coupled layer groups for structured pruning "
-                                f"({type(exc).__name__}: {exc}); leave 'prune.structured' out of methods.") from exc
+    if method.units is not None:
+        return method.units(model, names, example_inputs)
     return [[n] for n in names]

@@ -19,21 +19,17 @@ from torch import nn
 
 from ..core.metrics import measure_latency
 from ..core.plan import Plan
-from ..core.registry import get_method, list_methods
+from ..core.registry import Method, methods_in_order
 from ..errors import InvalidConfigError
-from ._measure import Scorer, probe_batches
+from ._measure import storage_bytes
 from ._profile import data_kind, hardware, model_profile
 from ._rationale import rationale, why_not
+from ._settings import SweepSettings
 from .sensitivity import measure_plan
 
 __all__ = ["advise", "Advice", "TARGETS"]
 
 TARGETS = ("edge", "mobile", "cpu-server", "gpu")
-# Settings probed per method (others are probed at their defaults). CP and TT answer the question
-# Tucker and SVD answer, at a much higher cost, so the advisor leaves them to an explicit compare.
-_SETTINGS = {"prune": {"amount": 0.5}, "prune.structured": {"amount": 0.3}, "svd": {"rank": 0.5},
-             "tucker": {"rank": 0.5}}
-_SKIP = {"cp", "tt"}
 
 
 @dataclasses.dataclass
@@ -66,28 +62,69 @@ class Advice:
         return self.to_text()
 
 
-def _candidates(model: nn.Module, kind: str, has_inputs: bool) -> list[dict[str, Any]]:
+@dataclasses.dataclass
+class _Context:
+    """What every probe of one ``advise`` call shares."""
+
+    model: nn.Module
+    settings: SweepSettings  # eval, data, example inputs, metric, subsample, cache: also what the mix sweeps with
+    target: str
+    limits: tuple[float | None, float | None, float | None]  # memory_mb, latency_ms, max_drop
+    profile: dict[str, Any]
+    hw: dict[str, Any]
+    inputs: Any  # the example inputs, else the first probe batch (None: latency is not measured)
+    base_ms: float | None  # the original's latency
+
+    def evidence(self, model: nn.Module, ev: dict[str, Any]) -> dict[str, Any]:
+        """``ev`` with the latency of ``model`` and its speedup, when inputs were given."""
+        if self.base_ms is not None:
+            ev["latency_ms"] = measure_latency(model, self.inputs, max_time_s=1.0).median_ms
+            ev["speedup"] = self.base_ms / max(ev["latency_ms"], 1e-9)
+        return ev
+
+    def misses(self, ev: dict[str, Any]) -> list[str]:
+        memory_mb, latency_ms, max_drop = self.limits
+        out = []
+        if memory_mb is not None and ev["bytes"] / 2**20 > memory_mb:
+            out.append(f"memory {ev['bytes'] / 2**20:.2f} MiB > {memory_mb:g}")
+        if latency_ms is not None and ev.get("latency_ms") is not None and ev["latency_ms"] > latency_ms:
+            out.append(f"latency {ev['latency_ms']:.3g} ms > {latency_ms:g}")
+        if max_drop is not None and ev["drop"] > max_drop:
+            out.append(f"drop {ev['drop']:.3g} > {max_drop:g}")
+        return out
+
+
+def _candidates(kind: str, has_inputs: bool) -> list[tuple[Method, dict[str, Any]]]:
+    """Every method the advisor considers, in step order: those its probes cover (``sweep`` declared) and
+    the whole-model ones (listed with why they are not probed); a probe runs the method's ``probe`` settings."""
     out = []
-    for method in list_methods():
-        if method["name"] in _SKIP:
+    for method in methods_in_order():
+        if not (method.sweep or method.whole_model):
             continue
-        entry = {"name": method["name"], "family": method["family"], "why_not": why_not(method, kind, has_inputs)}
+        entry = {"name": method.name, "family": method.family, "why_not": why_not(method, kind, has_inputs)}
         if entry["why_not"] is None:
-            config = get_method(method["name"]).config_cls(**_SETTINGS.get(method["name"], {}))
-            entry["plan"] = Plan.of(config)
-        out.append(entry)
+            entry["plan"] = Plan.of(method.config_cls(**method.probe))
+        out.append((method, entry))
     return out
 
 
-def _limits(ev: dict[str, Any], memory_mb, latency_ms, max_drop) -> list[str]:
-    misses = []
-    if memory_mb is not None and ev["bytes"] / 2**20 > memory_mb:
-        misses.append(f"memory {ev['bytes'] / 2**20:.2f} MiB > {memory_mb:g}")
-    if latency_ms is not None and ev.get("latency_ms") is not None and ev["latency_ms"] > latency_ms:
-        misses.append(f"latency {ev['latency_ms']:.3g} ms > {latency_ms:g}")
-    if max_drop is not None and ev["drop"] > max_drop:
-        misses.append(f"drop {ev['drop']:.3g} > {max_drop:g}")
-    return misses
+def _probe(ctx: _Context, method: Method, s: dict[str, Any], shared: dict[str, Any]) -> None:
+    """Measure one qualifying strategy and fill in its evidence, limits and rationale."""
+    try:
+        rec = measure_plan(shared, s["plan"])
+    except Exception as exc:  # a method that cannot handle this model is reported, not fatal
+        s.update(qualifies=False, why_not=f"it failed on this model ({type(exc).__name__}: {exc})")
+        return
+    new = rec.pop("_model")
+    if rec["compressed"] == 0:
+        s.update(qualifies=False, why_not=f"it changed no layer of this model ({rec['skipped']})")
+        return
+    ev = ctx.evidence(new, {"metric_name": shared["scorer"].name, "metric": rec["metric"], "drop": rec["drop"],
+                            "bytes": rec["bytes_after"], "memory_ratio": rec["bytes_before"] / max(rec["bytes_after"], 1),
+                            "storage_ratio": rec["bytes_before"] / max(rec["storage_after"], 1),
+                            "storage_bytes": rec["storage_after"]})
+    s.update(evidence=ev, misses=ctx.misses(ev), rationale=rationale(method, ev, ctx.profile, ctx.hw, ctx.target))
+    s["meets"] = not s["misses"]
 
 
 def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] | None = None, *,
@@ -102,47 +139,33 @@ def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] 
     if target not in TARGETS:
         raise InvalidConfigError(f"target must be one of {', '.join(TARGETS)}; got {target!r}.")
     start = time.monotonic()
-    kind, profile, hw = data_kind(data), model_profile(model), hardware()
-    probes = probe_batches(data, example_inputs, subsample)
-    inputs = example_inputs if example_inputs is not None else (probes[0] if probes else None)
-    scorer = Scorer(eval, probes, metric, higher_is_better)
+    kind = data_kind(data)
+    settings = SweepSettings(eval=eval, data=data, example_inputs=example_inputs, metric=metric,
+                             higher_is_better=higher_is_better, subsample=subsample, cache_dir=cache_dir,
+                             progress=False)
+    probes = settings.probes()
+    inputs = settings.inputs(probes)
+    scorer = settings.scorer(probes)
     shared = {"model": model, "scorer": scorer, "baseline": scorer.prepare(model), "example_inputs": inputs,
               "data": data, "keep_model": True}
     base_ms = measure_latency(model, inputs, max_time_s=1.0).median_ms if inputs is not None else None
+    ctx = _Context(model, settings, target, (memory_mb, latency_ms, max_drop), model_profile(model), hardware(),
+                   inputs, base_ms)
     notes = [] if inputs is not None else ["No inputs were given, so latency was not measured."]
-    strategies = _candidates(model, kind, inputs is not None)
-    for s in strategies:
+    strategies = []
+    for method, s in _candidates(kind, inputs is not None):
+        strategies.append(s)
         s.update(qualifies=s["why_not"] is None, meets=False, misses=[], evidence={}, rationale="")
         if not s["qualifies"]:
             continue
         if time_budget_s is not None and time.monotonic() - start > time_budget_s:
             s.update(qualifies=False, why_not="not probed: the time budget ran out first")
             continue
-        try:
-            rec = measure_plan(shared, s["plan"])
-        except Exception as exc:  # a method that cannot handle this model is reported, not fatal
-            s.update(qualifies=False, why_not=f"it failed on this model ({type(exc).__name__}: {exc})")
-            continue
-        new = rec.pop("_model")
-        ev = {"metric_name": scorer.name, "metric": rec["metric"], "drop": rec["drop"], "bytes": rec["bytes_after"],
-              "memory_ratio": rec["bytes_before"] / max(rec["bytes_after"], 1),
-              "storage_ratio": rec["bytes_before"] / max(rec["storage_after"], 1),
-              "storage_bytes": rec["storage_after"]}
-        if base_ms is not None:
-            ev["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
-            ev["speedup"] = base_ms / max(ev["latency_ms"], 1e-9)
-        if rec["compressed"] == 0:
-            s.update(qualifies=False, why_not=f"it changed no layer of this model ({rec['skipped']})")
-            continue
-        s.update(evidence=ev, misses=_limits(ev, memory_mb, latency_ms, max_drop),
-                 rationale=rationale(s["name"], s["family"], ev, profile, hw, target))
-        s["meets"] = not s["misses"]
+        _probe(ctx, method, s, shared)
 
     left = None if time_budget_s is None else time_budget_s - (time.monotonic() - start)
     if mix and max_drop is not None and (left is None or left > 5):
-        strategies.append(_mixed(model, eval, data, example_inputs, max_drop, target, left, metric,
-                                 higher_is_better, subsample, cache_dir, base_ms, inputs, profile, hw,
-                                 (memory_mb, latency_ms)))
+        strategies.append(_mixed(ctx, left))
 
     def order(s):
         ev = s["evidence"]
@@ -156,38 +179,29 @@ def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] 
         s["rank"] = i + 1
     if not any(s["meets"] for s in strategies):
         notes.append("No single method meets every limit: try auto(...) to mix methods per layer, or relax them.")
-    if target == "gpu" and not hw["gpu"]:
+    if target == "gpu" and not ctx.hw["gpu"]:
         notes.append("No GPU here: latencies were measured on this CPU and only rank the options.")
-    return Advice(strategies, target, kind, profile, hw, notes)
+    return Advice(strategies, target, kind, ctx.profile, ctx.hw, notes)
 
 
-def _mixed(model, eval, data, example_inputs, max_drop, target, left, metric, higher_is_better, subsample,
-           cache_dir, base_ms, inputs, profile, hw, limits) -> dict[str, Any]:
-    from .auto import auto
+def _mixed(ctx: _Context, left: float | None) -> dict[str, Any]:
+    """The per-layer mix :func:`~.auto.auto` finds within ``max_drop`` in the time left, as a strategy."""
+    from .auto import search
 
-    objective = "latency" if target in ("cpu-server", "gpu") and inputs is not None else "size"
-    found = auto(model, eval=eval, data=data, example_inputs=example_inputs, max_drop=max_drop,
-                 objective=objective, metric=metric, higher_is_better=higher_is_better, subsample=subsample,
-                 max_trials=8, time_budget_s=left, cache_dir=cache_dir, progress=False)
+    max_drop = ctx.limits[2]
+    objective = "latency" if ctx.target in ("cpu-server", "gpu") and ctx.inputs is not None else "size"
+    found = search(ctx.model, ctx.settings, max_drop=max_drop, objective=objective, max_trials=8, time_budget_s=left)
     entry = {"name": "mixed per layer (auto)", "family": "mixed", "plan": found.plan, "qualifies": found.met,
              "why_not": None if found.met else "no per-layer mix met max_drop in the time given",
              "meets": False, "misses": [], "evidence": {}, "rationale": ""}
     if found.met:
         r = found.report
-        ev = {"metric_name": found.sensitivity.metric, "metric": next(iter(r.metrics_after.values())),
-              "drop": found.trials and min(t["drop"] for t in found.trials if t["plan"] == found.plan),
-              "bytes": r.model_bytes_after, "memory_ratio": r.model_bytes_before / max(r.model_bytes_after, 1),
-              "storage_ratio": r.model_bytes_before / max(_storage(r), 1), "storage_bytes": _storage(r)}
-        if base_ms is not None:
-            ev["latency_ms"] = measure_latency(found.model, inputs, max_time_s=1.0).median_ms
-            ev["speedup"] = base_ms / max(ev["latency_ms"], 1e-9)
-        entry.update(evidence=ev, misses=_limits(ev, *limits, max_drop),
-                     rationale=rationale("auto", "mixed", ev, profile, hw, target))
+        stored = storage_bytes(r)
+        ev = ctx.evidence(found.model, {
+            "metric_name": found.sensitivity.metric, "metric": next(iter(r.metrics_after.values())),
+            "drop": found.trials and min(t["drop"] for t in found.trials if t["plan"] == found.plan),
+            "bytes": r.model_bytes_after, "memory_ratio": r.model_bytes_before / max(r.model_bytes_after, 1),
+            "storage_ratio": r.model_bytes_before / max(stored, 1), "storage_bytes": stored})
+        entry.update(evidence=ev, misses=ctx.misses(ev), rationale=rationale(None, ev, ctx.profile, ctx.hw, ctx.target))
         entry["meets"] = not entry["misses"]
     return entry
-
-
-def _storage(report) -> int:
-    from ._measure import storage_bytes
-
-    return storage_bytes(report)

@@ -24,9 +24,10 @@ from ..core.plan import Plan
 from ..core.report import Report
 from ..errors import InvalidConfigError
 from ._search import greedy, options_from, plan_of
-from .sensitivity import DEFAULT_RATIOS, Sensitivity, measure_plan, sensitivity
+from ._settings import DEFAULT_RATIOS, SweepSettings
+from .sensitivity import Sensitivity, measure_plan, sweep
 
-__all__ = ["auto", "AutoResult"]
+__all__ = ["auto", "search", "AutoResult"]
 
 
 @dataclasses.dataclass
@@ -82,6 +83,17 @@ def auto(
     seed: int = 0,
 ) -> AutoResult:
     """Search a plan whose drop in the metric is at most ``max_drop``; see the module docstring."""
+    settings = SweepSettings(eval=eval, data=data, example_inputs=example_inputs, methods=methods, ratios=ratios,
+                             layers=layers, metric=metric, higher_is_better=higher_is_better, subsample=subsample,
+                             executor=executor, cache_dir=cache_dir, progress=progress, seed=seed)
+    return search(model, settings, max_drop=max_drop, objective=objective, max_trials=max_trials,
+                  time_budget_s=time_budget_s)
+
+
+def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01, objective: str = "size",
+           max_trials: int = 20, time_budget_s: float | None = None) -> AutoResult:
+    """:func:`auto` with the sensitivity sweep's settings as one value (their own ``time_budget_s`` is
+    replaced by a share of this one)."""
     if objective not in ("size", "latency"):
         raise InvalidConfigError(f"objective must be 'size' or 'latency'; got {objective!r}.")
     if not isinstance(max_drop, (int, float)) or max_drop < 0:
@@ -90,19 +102,15 @@ def auto(
         raise InvalidConfigError(f"max_trials must be an int >= 1; got {max_trials!r}.")
     start = time.monotonic()
     deadline = None if time_budget_s is None else start + time_budget_s
-    sens = sensitivity(model, eval=eval, data=data, example_inputs=example_inputs, methods=methods, ratios=ratios,
-                       layers=layers, metric=metric, higher_is_better=higher_is_better, subsample=subsample,
-                       executor=executor, cache_dir=cache_dir, progress=progress, seed=seed,
-                       time_budget_s=None if time_budget_s is None else 0.6 * time_budget_s)
-    from ._measure import Scorer, probe_batches
-
-    probes = probe_batches(data, example_inputs, subsample)
-    inputs = example_inputs if example_inputs is not None else (probes[0] if probes else None)
+    sens = sweep(model, settings.replace(time_budget_s=None if time_budget_s is None else 0.6 * time_budget_s))
+    seed = settings.seed
+    probes = settings.probes()
+    inputs = settings.inputs(probes)
     if objective == "latency" and inputs is None:
         raise InvalidConfigError("objective='latency' needs example_inputs=... (or data=...) to time the model.")
-    scorer = Scorer(eval, probes, metric, higher_is_better)
+    scorer = settings.scorer(probes)
     shared = {"model": model, "scorer": scorer, "baseline": scorer.prepare(model), "example_inputs": inputs,
-              "data": data, "keep_model": True}
+              "data": settings.data, "keep_model": True}
     base_latency = measure_latency(model, inputs, max_time_s=1.0).median_ms if objective == "latency" else None
     key = "storage_bytes" if objective == "size" else "latency_ms"
     options = options_from(sens.points, objective)

@@ -1,100 +1,109 @@
-"""Default plans per method family at a matched size budget, found through the registry.
+"""The candidates ``compare`` measures at a matched size budget, read from the methods' declarations.
 
-``budget`` is the fraction of the targeted layers' parameters to keep (0.5 = half). Families the
-registry gains later (quantization, distillation) join with their method's default config, since
-their size effect is fixed by the format (e.g. int8) rather than by an amount.
+``budget`` is the fraction of the targeted layers' parameters to keep (0.5 = half). Each method that
+declares ``compare = (label, fn)`` joins: ``fn(model, budget, example_inputs=, data=, labelled=)`` gives
+its configs at that budget (a list, or a zero-argument callable that finds them when the candidate is
+measured, e.g. a search for the amount that meets the budget), an empty list when the model has nothing
+it acts on, or a string saying why it cannot run here. Methods declaring the same label form one
+candidate (SVD for the Linear layers and Tucker for the convolutions make one low-rank row).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ..core.apply import preview
-from ..core.registry import get_method, list_methods
+from ..core.registry import Method, methods_in_order
 
-__all__ = ["Candidate", "default_candidates", "structured_amount"]
+__all__ = ["Candidate", "default_candidates"]
 
-# Method preferred to stand for each family (the rest of the family is reachable with methods=).
-_PREFERRED = ("prune", "prune.structured", "svd", "quantize", "quantize.dynamic", "distill")
+# How each requirement reads in the "needs data?" column, most demanding first.
+_NEEDS_TEXT = (("train", "yes: a training function"), ("labels", "yes: labelled data"), ("data", "yes: data"),
+               ("example_inputs", "example inputs"))
+_MISSING_TEXT = {"example_inputs": "needs example_inputs (or data) to run the model",
+                 "data": "needs data", "labels": "needs labelled data (data=(X, y))",
+                 "train": "needs a training function: measure it with an explicit run"}
 
 
 @dataclasses.dataclass
 class Candidate:
+    """One row of a comparison: the configs of one or more methods sharing a label."""
+
     label: str
     family: str
     methods: tuple[str, ...]
     plan: Callable[[], list[Any]] | list[Any]  # configs; a callable is resolved lazily (searches)
-    needs_data: bool = False
+    requires: frozenset[str] = frozenset()  # what the candidate needs (the methods', plus labels if asked)
     skip: str | None = None  # why the candidate cannot run on this model / data
+    stages: frozenset[str] = frozenset()  # the declared stages of its methods
+    trains: bool = False  # a whole-model training run (not a per-layer change)
+
+    @property
+    def needs_data(self) -> bool:
+        return bool(self.requires)
+
+    @property
+    def needs_text(self) -> str:
+        return next((text for key, text in _NEEDS_TEXT if key in self.requires), "no")
 
 
-def _has(model: nn.Module, kind: type) -> bool:
-    return any(isinstance(m, kind) for m in model.modules())
+def _answer(method: Method, model: nn.Module, budget: float, labelled: bool, given: dict[str, Any]) -> Any:
+    got = method.compare[1](model, budget, labelled=labelled, **given)
+    return got if isinstance(got, str) or callable(got) else list(got)
 
 
-def _kept_fraction(report) -> float:
-    rows = report.compressed_rows
-    before = sum(r.params_before for r in rows)
-    return sum(r.params_after for r in rows) / before if before else 1.0
+def _group(label: str, methods: list[Method], model: nn.Module, budget: float, *, example_inputs: Any, data: Any,
+           labelled: bool) -> Candidate:
+    given = {"example_inputs": example_inputs, "data": data}
+    requires = frozenset().union(*(m.requires for m in methods))
+    answers = {}
+    for m in methods:  # asked with and without labels (answers are cheap: searches are left lazy)
+        with_labels, without = _answer(m, model, budget, True, given), _answer(m, model, budget, False, given)
+        if isinstance(without, str) and not isinstance(with_labels, str):
+            requires |= {"labels"}  # it runs with labels and refuses without them
+        answers[m.name] = with_labels if labelled else without
+    acting = [m for m in methods if not isinstance(answers[m.name], str) and (callable(answers[m.name])
+                                                                           or answers[m.name])]
+    names = tuple(m.name for m in (acting or methods))
+    shown = label
+    if len(methods) > 1 or label == methods[0].family:  # a family or a group: say which method(s) ran
+        shown = f"{label} ({' + '.join(names)})"
+    have = ({"example_inputs"} if example_inputs is not None or data is not None else set()) | (
+        {"data"} if data is not None else set()) | ({"labels"} if labelled else set())
+    skip = None
+    if not acting:
+        reasons = [a for a in answers.values() if isinstance(a, str)]
+        kinds = sorted({t.__name__ for m in methods for t in m.supported})
+        skip = reasons[0] if reasons else f"no layer it acts on ({', '.join(kinds)}) in this model"
+    elif requires - have:
+        skip = _MISSING_TEXT.get(sorted(requires - have)[0], "needs " + ", ".join(sorted(requires - have)))
+    lazy = [answers[m.name] for m in acting]
 
+    def plan() -> list[Any]:
+        return [c for a in lazy for c in (a() if callable(a) else a)]
 
-def structured_amount(model: nn.Module, budget: float, example_inputs: Any, data: Any = None) -> float:
-    """The channel fraction to remove so that the pruned layers keep about ``budget`` of their
-    parameters: a guess from parameters ~ (1 - amount)^2, then one correction of the exponent from
-    a dry run (:func:`~jupyter_compress.core.apply.preview`); the closer of the two is returned."""
-    from ..methods import StructuredPruneConfig
-
-    def kept(amount: float) -> float:
-        return _kept_fraction(preview(model, StructuredPruneConfig(amount=amount), example_inputs=example_inputs,
-                                      data=data))
-
-    a0 = min(0.9, max(0.05, 1 - math.sqrt(budget)))
-    k0 = kept(a0)
-    if not 0 < k0 < 1:
-        return a0
-    power = math.log(k0) / math.log(1 - a0)
-    a1 = min(0.9, max(0.05, 1 - budget ** (1 / power)))
-    if abs(a1 - a0) < 0.01:
-        return a0
-    return a1 if abs(kept(a1) - budget) < abs(k0 - budget) else a0
+    return Candidate(shown, methods[0].family, names, plan if any(callable(a) for a in lazy) else plan(),
+                     requires, skip, frozenset(m.stage for m in methods), any(m.whole_model for m in methods))
 
 
 def default_candidates(model: nn.Module, budget: float, *, example_inputs: Any = None, data: Any = None,
                        labelled: bool = False) -> list[Candidate]:
-    """One candidate per family (two for pruning: unstructured and structured) with its config at
-    ``budget``; candidates that cannot run here carry ``skip`` with the reason."""
-    from ..methods import PruneConfig, StructuredPruneConfig, SVDConfig, TuckerConfig
+    """One candidate per declared label with its configs at ``budget``; candidates that cannot run here
+    carry ``skip`` with the reason. Families come in step order (a family's place is its earliest stage),
+    and within a family the candidates needing least first."""
+    groups: dict[str, list[Method]] = {}
+    first_stage: dict[str, tuple] = {}
+    for method in methods_in_order():
+        if method.compare is not None:
+            groups.setdefault(method.compare[0], []).append(method)
+            first_stage.setdefault(method.family, method.stage_index)
 
-    out = [Candidate("pruning, unstructured", "pruning", ("prune",), [PruneConfig(amount=1 - budget)])]
-    if example_inputs is None:
-        out.append(Candidate("pruning, structured", "pruning", ("prune.structured",), [], True,
-                             "needs example_inputs to trace the layers' dependencies"))
-    else:
-        out.append(Candidate("pruning, structured", "pruning", ("prune.structured",), lambda: [
-            StructuredPruneConfig(amount=round(structured_amount(model, budget, example_inputs), 3))], True))
-    decomp = [SVDConfig(rank=budget)] if _has(model, nn.Linear) else []
-    decomp += [TuckerConfig(rank=budget)] if _has(model, nn.Conv2d) else []
-    out.append(Candidate("low-rank (" + " + ".join(c.method for c in decomp) + ")", "decomposition",
-                         tuple(c.method for c in decomp), decomp,
-                         skip=None if decomp else "no Linear or Conv2d layer to factorise"))
-    by_family: dict[str, list[str]] = {}
-    for m in list_methods():
-        by_family.setdefault(m["family"], []).append(m["name"])
-    for family, names in sorted(by_family.items()):
-        if family in ("pruning", "decomposition"):
-            continue
-        name = next((n for n in _PREFERRED if n in names), sorted(names)[0])
-        method = get_method(name)
-        skip = None
-        if family == "distillation" and not labelled:
-            skip = "needs labelled training data (data=(X, y))"
-        elif method.needs_data and data is None and example_inputs is None:
-            skip = "needs data"
-        out.append(Candidate(f"{family} ({name})", family, (name,), lambda m=method: [m.config_cls()],
-                             method.needs_data, skip))
-    return out
+    def order(item: tuple[str, list[Method]]) -> tuple:
+        methods = item[1]
+        return first_stage[methods[0].family], min(len(m.requires) for m in methods), methods[0].stage_index
+
+    return [_group(label, methods, model, budget, example_inputs=example_inputs, data=data, labelled=labelled)
+            for label, methods in sorted(groups.items(), key=order)]

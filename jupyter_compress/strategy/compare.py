@@ -3,7 +3,9 @@
 Each row is measured here, on this model and this CPU: size, quality change (task metric with
 labels, else the user's eval, else fidelity to the original), latency change, time to compress.
 "Needs retraining?" is advised from the measured drop (``retrain_above``); "works on this
-hardware?" from the measured speedup.
+hardware?" from the measured speedup. The candidates come from the methods' ``compare`` declarations
+(:mod:`.budget`), so a newly registered method gets its row by itself. The Pareto plot of the rows is
+drawn by :func:`jupyter_compress.plotting.comparison_figure` (this module imports no plotting).
 """
 
 from __future__ import annotations
@@ -23,13 +25,10 @@ from ..core.metrics import model_bytes
 from ..core.metrics_size import disk_sizes
 from ..core.metrics_speed import paired_latency
 from ..core.plan import Plan
-from ..core.thresholds import QUALITY_KEYS
+from ..core.thresholds import QUALITY_KEYS, quality_key
 from .budget import Candidate, default_candidates
 
 __all__ = ["compare", "ComparisonTable", "hardware_summary"]
-
-_SPARSE_ONLY = {"pruning, unstructured": "dense kernels multiply the zeros; only a sparse format saves bytes"}
-
 
 def hardware_summary() -> str:
     """This CPU as torch sees it: vector ISA, threads, int8 engine."""
@@ -39,8 +38,10 @@ def hardware_summary() -> str:
 
 
 class ComparisonTable:
-    """The rows of :func:`compare` (dicts), shown as text, HTML and a Pareto plot; ``models`` holds
-    the compressed copies by row label (``table.models["pruning, structured"]``)."""
+    """The rows of :func:`compare` (dicts), shown as text and HTML; ``models`` holds the compressed copies
+    by row label (``table.models["pruning, structured"]``). ``points()`` are the data of its Pareto plot
+    (``jupyter_compress.plotting.comparison_figure(table)``; ``plotting.attach_comparison_plot(table)`` makes
+    the table's HTML view show it)."""
 
     COLUMNS = ("method", "size", "quality", "latency", "compress time", "needs data?", "needs retraining?",
                "works on this hardware?")
@@ -49,6 +50,11 @@ class ComparisonTable:
                  models: dict[str, nn.Module] | None = None):
         self.rows, self.budget, self.quality_key, self.hardware = rows, budget, quality_key, hardware
         self.models = models or {}
+        self.plots_html: list[str] = []
+
+    def attach_html(self, fragment: str) -> None:
+        """Show ``fragment`` (trusted HTML, e.g. a plot from :mod:`jupyter_compress.plotting`) below the table."""
+        self.plots_html.append(fragment)
 
     def cells(self, row: dict[str, Any]) -> list[str]:
         if row.get("error"):
@@ -73,7 +79,7 @@ class ComparisonTable:
         lines = [self.title(), ""] + ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
         return "\n".join(lines)
 
-    def to_html(self, plot: bool = True) -> str:
+    def to_html(self) -> str:
         esc = html.escape
         cell = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
         out = [f"<div class='jupyter-compress-compare'><b>{esc(self.title())}</b>",
@@ -82,13 +88,7 @@ class ComparisonTable:
         for r in self.rows:
             out.append("<tr>" + "".join(f"<td style='{cell}'>{esc(v)}</td>" for v in self.cells(r)) + "</tr>")
         out.append("</table>")
-        if plot and len(self.points()) > 1:
-            try:
-                from ..plotting import figure_html  # plotting is optional (bokeh); the table stands alone
-            except ImportError:
-                pass
-            else:
-                out.append(figure_html(self.figure()))
+        out.extend(self.plots_html)  # trusted HTML built by jupyter_compress.plotting
         out.append("</div>")
         return "".join(out)
 
@@ -96,13 +96,6 @@ class ComparisonTable:
         """One point per measured row: size kept (x, lower is better) and quality (y) with its plan."""
         return [{"size_kept": 1 / r["size_ratio"], "quality": r["quality_after"], "plan": r["plan"],
                  "label": r["label"]} for r in self.rows if not r.get("error") and r.get("quality_after") is not None]
-
-    def figure(self):
-        """Bokeh Pareto plot of size kept against quality (needs the ``plots`` extra)."""
-        from ..plotting.figures import pareto_figure
-
-        return pareto_figure(self.points(), "size_kept", "quality", label="label",
-                             x_label="bytes in memory kept (fraction)", y_label=self.quality_key or "quality")
 
     def to_dict(self) -> dict[str, Any]:
         """Strict JSON data (non-finite floats as strings, see core.jsonsafe)."""
@@ -123,23 +116,21 @@ _MEASURED_HERE = {"params", "nonzeros", "cosine", "sqnr_db", "top1_agreement", "
                   "precision_macro", "recall_macro", "f1_macro", "mae", "mse", "r2"}
 
 
-def _quality_key(metrics: dict[str, Any]) -> str | None:
-    return next((k for k in QUALITY_KEYS if isinstance(metrics.get(k), (int, float))), None) or next(
-        (k for k, v in metrics.items() if isinstance(v, (int, float))), None)
-
-
 def _sparse_ratio(model: nn.Module, dense_before: int) -> float:
     sparse = disk_sizes(model, codecs=())["sparse_bytes"]
     return dense_before / sparse if sparse else float("inf")
 
 
-def _hardware_cell(label: str, family: str, ratio: float | None) -> str:
+def _hardware_cell(cand: Candidate, row: dict[str, Any]) -> str:
+    ratio = row["latency_ratio"]
     if ratio is None:
         return "not measured (pass example_inputs=)"
     if ratio < 0.9:  # the band [0.9, 1.1] is within what paired timings on a busy machine can tell
         return f"yes: {1 / ratio:.2f}x faster here"
-    why = _SPARSE_ONLY.get(label, "")
-    if family == "quantization":
+    why = ""
+    if row["size_ratio"] <= 1.01 and row["sparse_ratio"] > 1.05:  # zeros inside dense tensors
+        why = "dense kernels multiply the zeros; only a sparse format saves bytes"
+    if "precision" in cand.stages:
         why = f"int8 engine here: {torch.backends.quantized.engine or 'none'}"
     words = "no speedup here" if ratio <= 1.1 else f"no: {ratio:.2f}x slower here"
     return f"{words}{'; ' + why if why else ''}"
@@ -148,9 +139,7 @@ def _hardware_cell(label: str, family: str, ratio: float | None) -> str:
 def _measure(model, cand: Candidate, *, ev: Evaluator, base: dict, key: str | None, example_inputs, data,
              retrain_above: float, dense_before: int, keep: dict) -> dict[str, Any]:
     row: dict[str, Any] = {"label": cand.label, "family": cand.family, "methods": list(cand.methods),
-                           "needs_data": cand.needs_data,
-                           "needs_data_text": ("yes: labelled data" if cand.family == "distillation" else
-                                               "example inputs" if cand.needs_data else "no")}
+                           "needs_data": cand.needs_data, "needs_data_text": cand.needs_text}
     if cand.skip:
         row["error"] = f"skipped: {cand.skip}"
         return row
@@ -179,9 +168,9 @@ def _measure(model, cand: Candidate, *, ev: Evaluator, base: dict, key: str | No
     row["latency_before_ms"], row["latency_after_ms"] = lb, la
     row["latency_ratio"] = la / lb if lb and la else None
     drop = -row.get("quality_change", 0.0)
-    row["needs_retraining"] = ("yes: trains a student" if cand.family == "distillation" else
+    row["needs_retraining"] = ("yes: it trains the model" if cand.trains else
                                f"advised: lost {drop:.3g}" if drop > retrain_above else "no")
-    row["hardware"] = _hardware_cell(cand.label, cand.family, row["latency_ratio"])
+    row["hardware"] = _hardware_cell(cand, row)
     return row
 
 
@@ -205,10 +194,10 @@ def compare(model: nn.Module, data: Any = None, *, eval: Callable[[nn.Module], A
     ev = Evaluator(data, reference=model if data is not None else None, user_eval=eval, max_batches=max_batches)
     base = ev(model)
     key = None
-    if labelled:
-        key = _quality_key({k: base[k] for k in QUALITY_KEYS[:3] if k in base})
-    if key is None and eval is not None:
-        key = next((k for k, v in base.items() if k not in _MEASURED_HERE and isinstance(v, (int, float))), None)
+    if labelled:  # a task metric measured against the labels
+        key = quality_key({k: base[k] for k in QUALITY_KEYS[:3] if k in base})
+    if key is None and eval is not None:  # else the user's own metric
+        key = quality_key({k: v for k, v in base.items() if k not in _MEASURED_HERE})
     if key is None and data is not None:
         key = "cosine"  # without labels: closeness to the original outputs (class scores or embeddings)
     candidates = default_candidates(model, budget, example_inputs=example_inputs, data=data, labelled=labelled)

@@ -27,14 +27,13 @@ from ..core.registry import get_method
 from ..core.selection import Selector
 from ..errors import InvalidConfigError
 from ._cache import JsonCache, callable_fingerprint, fingerprint
-from ._measure import Scorer, compress_quietly, probe_batches, storage_bytes
+from ._measure import Scorer, compress_quietly, storage_bytes
 from ._sens_result import Sensitivity
+from ._settings import DEFAULT_RATIOS, SweepSettings
 from ._units import default_methods, levels_for, unit_name, units_for
 from .executor import run_sweep
 
-__all__ = ["sensitivity", "Sensitivity", "measure_plan", "point_plan"]
-
-DEFAULT_RATIOS = (0.25, 0.5, 0.75, 0.9)
+__all__ = ["sensitivity", "sweep", "Sensitivity", "SweepSettings", "measure_plan", "point_plan", "DEFAULT_RATIOS"]
 
 
 def point_plan(method: str, setting: dict[str, Any], layers: list[str], seed: int = 0) -> Plan:
@@ -113,35 +112,43 @@ def sensitivity(
     defaults to the registered per-layer methods that the given data allows. ``cache_dir=False`` turns
     the disk cache off. Ctrl-C or ``time_budget_s`` stop early and keep what was measured.
     """
-    ratios = _check_ratios(ratios)
-    probes = probe_batches(data, example_inputs, subsample)
-    if example_inputs is None and probes:
-        example_inputs = probes[0]  # structured pruning traces the model with it
-    methods = list(methods) if methods is not None else default_methods(data is not None, bool(probes))
-    scorer = Scorer(eval, probes, metric, higher_is_better)
+    return sweep(model, SweepSettings(
+        eval=eval, data=data, example_inputs=example_inputs, methods=methods, ratios=ratios, layers=layers,
+        metric=metric, higher_is_better=higher_is_better, subsample=subsample, executor=executor,
+        cache_dir=cache_dir, time_budget_s=time_budget_s, progress=progress, seed=seed, should_stop=should_stop))
+
+
+def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
+    """:func:`sensitivity` with its settings as one value."""
+    s = settings
+    ratios = _check_ratios(s.ratios)
+    probes = s.probes()
+    example_inputs = s.inputs(probes)  # methods that trace the model (coupled groups) use it
+    methods = list(s.methods) if s.methods is not None else default_methods(s.data is not None, bool(probes))
+    scorer = s.scorer(probes)
     baseline = scorer.prepare(model)
 
     items: dict[str, dict[str, Any]] = {}
     for name in methods:
         method = get_method(name)
-        for unit in units_for(method, model, layers, example_inputs):
+        for unit in units_for(method, model, s.layers, example_inputs):
             for ratio, setting in levels_for(method, ratios):
                 key = f"{method.name}|{','.join(unit)}|{json.dumps(setting, sort_keys=True)}"
                 items[key] = {"method": method.name, "family": method.family, "unit": unit_name(unit),
-                              "layers": unit, "ratio": ratio, "setting": setting, "seed": seed}
-    key = fingerprint(state_dict_hash(model), probes, data, callable_fingerprint(eval), scorer.name,
-                      higher_is_better, seed, subsample, __version__)
-    cache = JsonCache(cache_dir, "sensitivity", key, {"metric": scorer.name, "baseline": baseline})
+                              "layers": unit, "ratio": ratio, "setting": setting, "seed": s.seed}
+    key = fingerprint(state_dict_hash(model), probes, s.data, callable_fingerprint(s.eval), scorer.name,
+                      s.higher_is_better, s.seed, s.subsample, __version__)
+    cache = JsonCache(s.cache_dir, "sensitivity", key, {"metric": scorer.name, "baseline": baseline})
     pending = {k: v for k, v in items.items() if k not in cache.points}
     reused = len(items) - len(pending)
-    deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
+    deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
 
     def stop() -> bool:
-        return (deadline is not None and time.monotonic() > deadline) or bool(should_stop and should_stop())
+        return (deadline is not None and time.monotonic() > deadline) or bool(s.should_stop and s.should_stop())
 
     shared = {"model": model, "scorer": scorer, "baseline": baseline, "example_inputs": example_inputs,
-              "data": data}
-    outcome = run_sweep(_measure_point, pending, shared=shared, executor=executor, progress=progress,
+              "data": s.data}
+    outcome = run_sweep(_measure_point, pending, shared=shared, executor=s.executor, progress=s.progress,
                         desc="sensitivity", on_result=cache.put, should_stop=stop)
     points = [{**item, **cache.points[k]} for k, item in items.items() if k in cache.points]
     return Sensitivity(points=points, baseline=baseline, metric=scorer.name, ratios=ratios,

@@ -15,6 +15,7 @@
 
 # %%
 import jupyter_compress as jc
+from jupyter_compress import plotting
 from jupyter_compress.examples.digits import digits_data, evaluate, train_digits_cnn
 
 model, X_test, y_test = train_digits_cnn(epochs=10)
@@ -26,11 +27,12 @@ print(f"baseline: {jc.count_params(model):,} parameters, accuracy {evaluate_fn(m
 # ## 1. The families side by side
 # `compare` runs each family at the same size budget (half the parameters of the layers it touches) on a
 # copy of the model, and measures every cell: size, accuracy, latency, time to compress, whether it needs
-# data or retraining, and whether this CPU can turn the saving into speed.
+# data or retraining, and whether this CPU can turn the saving into speed. `plotting.attach_comparison_plot`
+# adds the trade-off below the rows: bytes kept against accuracy, the frontier in red.
 
 # %%
 table = jc.compare(model, (X_test, y_test), budget=0.5)
-table
+plotting.attach_comparison_plot(table)
 
 # %% [markdown]
 # ## 2. Which layers are fragile?
@@ -41,6 +43,7 @@ table
 sens = jc.sensitivity(model, eval=evaluate_fn, example_inputs=X_test[:8], methods=["prune", "svd", "prune.structured"],
                       progress=False, cache_dir=False)
 print(sens.summary(max_drop=0.01))
+plotting.show(plotting.sensitivity_heatmap(sens, "prune"))  # layers x ratio, colour = drop in accuracy
 
 # %% [markdown]
 # ## 3. The smallest plan within 1 point
@@ -56,7 +59,8 @@ print(found.plan.describe())
 # %% [markdown]
 # ## 4. The advisor
 # Given what data you have and your limits, `advise` ranks strategies with the evidence it measured and
-# a short reason for each. Without training data, distillation does not qualify; with it, it does.
+# a short reason for each. Distillation is a training run, so the advisor lists it with what it needs
+# instead of probing it (`compare` measures it when labelled data is given).
 
 # %%
 advice = jc.advise(model, data=(X_train, y_train), eval=evaluate_fn, target="cpu-server", max_drop=0.01,
