@@ -82,6 +82,20 @@ def test_emit_config_writes_a_cell_that_reproduces_the_result(shell, ns):
     assert jc.state_dict_hash(ns["small"]) == expected
 
 
+def test_emit_config_after_a_bare_distill_keeps_the_line_parseable(shell, ns):
+    # --distill takes an optional value: the --as after it is an option, not the value, and stays on the line
+    run(shell, "%compress model --prune 0.5 --distill --as small --data xy --emit-config --no-report")
+    cell = shell.rl_next_input
+    shell.rl_next_input = None
+    first = cell.splitlines()[0]
+    assert first == "%%compress model --as small --data xy --no-report"
+    from jupyter_compress.options import parse_args
+
+    args = parse_args(first.split()[1:])
+    assert args.as_name == "small" and args.distill is None and args.prune is None
+    assert [s.method for s in jc.Plan.from_yaml(cell.split("\n", 1)[1]).steps] == ["prune", "distill"]
+
+
 def test_structured_and_nm_options(shell, ns):
     run(shell, "deep = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))")
     run(shell, "%compress deep --structured 0.5 --example x --as narrow --no-report")

@@ -19,6 +19,7 @@ _MISSING = {
     "example_inputs": "{name} traces the model: pass example_inputs=... or data=...",
     "data": "{name} calibrates or trains on data: pass data=... (a few hundred inputs suffice)",
     "labels": "{name} learns from labels: pass data=(X, y)",
+    "calibration": "{name} calibrates on data: pass data=... (a few hundred inputs suffice)",
     "train": "{name} runs your training function: measure it with an explicit run",
 }
 
@@ -31,7 +32,7 @@ def why_not(method: Method, kind: str, has_inputs: bool) -> str | None:
     """Why ``method`` does not qualify for a quick probe with the data available (None when it does);
     ``kind`` is ``'none'``, ``'calibration'`` or ``'labelled'``."""
     have = {"example_inputs"} if has_inputs else set()
-    have |= {"data"} if kind != "none" else set()
+    have |= {"data", "calibration"} if kind != "none" else set()
     have |= {"labels"} if kind == "labelled" else set()
     missing = [_MISSING[r].format(name=method.name) for r in sorted(method.requires - have)]
     if method.whole_model:

@@ -25,7 +25,9 @@ __all__ = ["levels_for", "units_for", "default_methods", "available", "unit_name
 
 def available(has_data: bool, has_inputs: bool) -> frozenset[str]:
     """The requirements that what the caller gave meets: data brings inputs too."""
-    return frozenset(({"data", "example_inputs"} if has_data else set()) | ({"example_inputs"} if has_inputs else set()))
+    # calibration is measured on data only: one example batch calibrates too poorly to compare methods
+    return frozenset(({"data", "example_inputs", "calibration"} if has_data else set())
+                     | ({"example_inputs"} if has_inputs else set()))
 
 
 def default_methods(has_data: bool, has_inputs: bool) -> list[str]:

@@ -21,10 +21,10 @@ from ..core.registry import Method, methods_in_order
 __all__ = ["Candidate", "default_candidates"]
 
 # How each requirement reads in the "needs data?" column, most demanding first.
-_NEEDS_TEXT = (("train", "yes: a training function"), ("labels", "yes: labelled data"), ("data", "yes: data"),
+_NEEDS_TEXT = (("train", "yes: a training function"), ("labels", "yes: labelled data"), ("data", "yes: data"), ("calibration", "yes: calibration data"),
                ("example_inputs", "example inputs"))
 _MISSING_TEXT = {"example_inputs": "needs example_inputs (or data) to run the model",
-                 "data": "needs data", "labels": "needs labelled data (data=(X, y))",
+                 "data": "needs data", "calibration": "needs calibration data", "labels": "needs labelled data (data=(X, y))",
                  "train": "needs a training function: measure it with an explicit run"}
 
 
@@ -72,7 +72,7 @@ def _group(label: str, methods: list[Method], model: nn.Module, budget: float, *
     if len(methods) > 1 or label == methods[0].family:  # a family or a group: say which method(s) ran
         shown = f"{label} ({' + '.join(names)})"
     have = ({"example_inputs"} if example_inputs is not None or data is not None else set()) | (
-        {"data"} if data is not None else set()) | ({"labels"} if labelled else set())
+        {"data", "calibration"} if data is not None else set()) | ({"labels"} if labelled else set())
     skip = None
     if not acting:
         reasons = [a for a in answers.values() if isinstance(a, str)]

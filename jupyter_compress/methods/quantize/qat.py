@@ -23,6 +23,7 @@ from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAv
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ...core.config import Boolean, Constraint, MethodConfig, param
+from ...core.modules import swap_submodule
 from ...core.registry import MethodResult, register_method
 from ...errors import CompressError, shown
 from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
@@ -138,18 +139,13 @@ def _weight_of(layer: nn.Module) -> torch.Tensor:
     return linear_view(layer).weight if isinstance(layer, LINEAR_TYPES) else layer.weight
 
 
-def _swap(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    (root.get_submodule(parent_name) if parent_name else root)._modules[attr] = new
-
-
 @register_method(
     "quantize.qat",
     QATConfig,
     supported=(nn.Conv1d, nn.Conv2d, *LINEAR_TYPES),
     family="quantization",
     help="Quantization-aware fine-tuning (fake quantization during your training function), then static int8.",
-    requires=("data",),
+    requires=("calibration",),
     stage="precision",
     order=4,
     function_fields=("train",),
@@ -174,9 +170,9 @@ def apply_qat(model: nn.Module, names: list[str], config: QATConfig, ctx: Any) -
             else model.get_submodule(name)
         trainable = copy.deepcopy(floats[name]).requires_grad_(True)
         fq[name] = FakeQuantLayer(trainable, relu)
-        _swap(work, name, fq[name])
+        swap_submodule(work, name, fq[name])
         if bn_name:
-            _swap(work, bn_name, nn.Identity())
+            swap_submodule(work, bn_name, nn.Identity())
     with quiet():
         if train is not None:
             with torch.enable_grad():

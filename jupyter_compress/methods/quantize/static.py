@@ -62,7 +62,7 @@ def _observer(kind: str):
     family="quantization",
     help="Static int8 post-training quantization (calibrated activations, per-channel weights, Conv-BN-ReLU "
          "fusion) for CNNs.",
-    requires=("data",),
+    requires=("calibration",),
     stage="precision",
     order=1,
     options=(MagicOption("--quantize", "MODE", choice="static-int8", help="static-int8 (calibrated, give --calib)"),),
