@@ -7,8 +7,7 @@ In a notebook: ``%load_ext jupyter_compress`` then ``%compress model --prune 0.5
 Importing this package does not import IPython, ipywidgets, bokeh or tensorly.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .core.apply import applied_plans, compress, compress_, forget_undo, preview, revert_
 from .core.config import MethodConfig
 from .core.evaluate import Evaluator, attach_thresholds, evaluate

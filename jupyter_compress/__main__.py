@@ -25,16 +25,9 @@ import sys
 import traceback
 import warnings
 
-from .cli_run import (
-    EXIT_CODES_HELP,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _one_line,
-    brief,
-)
+from .cli_common import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, brief
 from .errors import CompressError
+from .errors import one_line as _one_line
 
 _PREFIX = "jupyter-compress: "
 _LINE = 600  # longest error line

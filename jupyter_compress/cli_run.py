@@ -16,69 +16,46 @@ Every error is one line on stderr starting ``jupyter-compress: `` (``--debug`` a
 lines before it start with ``[jupyter-compress]``; results go to stdout (``--json`` for machines).
 
 Functions are named by the operator on the command line only (``--model``, ``--eval``, ``--train NAME=...``):
-a plan names a training function by NAME, and the CLI resolves it, so a plan file never causes an import.
+a plan names a training function by NAME, and the CLI resolves it, so a plan file never causes an import
+(cli_functions.py resolves them, cli_plan.py reads the plan; their names are importable from here too).
+The thresholds are checked by :func:`jupyter_compress.core.thresholds.check_thresholds`, the rule the
+notebook's reports use; this module words its results for the command line.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import math
-import numbers
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .cli_common import (
+    EXIT_CODES_HELP,
+    EXIT_CROSSED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    UserCodeError,
+    brief,
+    short,
+)
+from .cli_functions import parse_train, resolve_callable, resolve_object, resolve_train, value_of
+from .cli_plan import check_functions, load_plan, plan_functions
+from .core import thresholds as _thresholds
 from .core.jsonsafe import dumps
 from .core.plan import Plan
 from .core.report import Report
-from .errors import CompressError, PlanError
-from .errors import one_line as _one_line
+from .core.textvalues import parse_amount
+from .errors import InvalidConfigError
+from .errors import one_line as _one_line  # noqa: F401 - importable here (older callers)
 
 __all__ = ["EXIT_OK", "EXIT_CROSSED", "EXIT_USAGE", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_CODES_HELP",
            "UsageError", "UserCodeError", "short", "brief", "resolve_object", "parse_drop", "parse_limit",
            "parse_train", "load_plan", "plan_functions", "check_thresholds", "run_command", "validate_command",
            "report_command"]
-
-EXIT_OK, EXIT_CROSSED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0    ok: every threshold holds (validate: the plan is valid)
-  1    a threshold is crossed (a NaN metric crosses any threshold on it)
-  2    usage or input error: arguments, thresholds, plan file, --model/--eval/--data/--example/--train
-       functions (not importable, or raised), --weights file, --out folder
-  3    internal error in jupyter-compress: rerun with --debug and report it
-  130  interrupted (Ctrl-C)
-errors are one line on stderr starting 'jupyter-compress: '; --debug adds the traceback."""
-
-# Config fields whose value names a function the operator passes with --train (a plan never imports).
-_FUNCTION_FIELDS = ("train",)
-_QUOTE = 80  # longest user value quoted in a message
-_BRIEF = 300  # longest exception text quoted in a message
-
-
-class UsageError(CompressError):
-    """A command-line or input mistake: exit code 2."""
-
-
-class UserCodeError(CompressError):
-    """An operator's function (``--model``, ``--eval``, ``--data``, ``--example``, ``--train``) raised: exit 2."""
-
-
-def short(value: Any, limit: int = _QUOTE) -> str:
-    """``repr`` of ``str(value)``, cut to ``limit`` characters (a long value is shown by its prefix)."""
-    text = str(value)
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
-
-
-def brief(exc: BaseException, limit: int = _BRIEF) -> str:
-    """``Type: message`` on one line (whitespace collapsed), at most ``limit`` characters."""
-    message = _one_line(str(exc), limit)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
 
 QUIET = False  # --quiet: stderr holds the one error line only
 
@@ -87,90 +64,6 @@ def _progress(message: str) -> None:
     if QUIET:
         return
     print(f"[jupyter-compress] {message}", file=sys.stderr, flush=True)
-
-
-# -- the operator's functions --------------------------------------------------------------------------
-def resolve_object(spec: str, what: str) -> Any:
-    """``pkg.module:attr.path`` -> the object; a one-line UsageError naming the spec otherwise.
-
-    ``what`` is the option without dashes (``model``, ``eval``, ...). An exception raised while importing
-    the module (the operator's code) is a UserCodeError: exit 2 as well."""
-    module_name, sep, attr = str(spec).partition(":")
-    if not sep or not module_name or not attr:
-        raise UsageError(f"--{what} must look like 'package.module:name'; got {short(spec)}.")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"--{what} {short(spec)}: cannot import {short(module_name)} ({brief(exc)}); is its "
-                         f"folder on PYTHONPATH?") from exc
-    except (Exception, SystemExit) as exc:
-        raise UserCodeError(f"--{what} {short(spec)}: importing {short(module_name)} raised {brief(exc)}") from exc
-    for part in attr.split("."):
-        try:
-            found = hasattr(obj, part)
-        except Exception:
-            found = False
-        if not part or not found:
-            raise UsageError(f"--{what} {short(spec)}: {short(module_name)} has no attribute {short(part)}.")
-        obj = getattr(obj, part)
-    return obj
-
-
-def _guarded(fn: Callable, flag: str) -> Callable:
-    """``fn`` whose exceptions (and ``sys.exit``) become a one-line UserCodeError naming ``flag``."""
-
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserCodeError:
-            raise
-        except (Exception, SystemExit) as exc:
-            raise UserCodeError(f"{flag} raised {brief(exc)}") from exc
-
-    return call
-
-
-def _resolve_callable(spec: str, what: str) -> Callable:
-    fn = resolve_object(spec, what)
-    if not callable(fn):
-        raise UsageError(f"--{what} {short(spec)} is a {type(fn).__name__}, not a function.")
-    return _guarded(fn, f"--{what} {short(spec)}")
-
-
-def _value(spec: str, what: str) -> Any:
-    """Data or example inputs: the object named, or what it returns when it is a function."""
-    obj = resolve_object(spec, what)
-    if callable(obj) and not hasattr(obj, "forward"):
-        return _guarded(obj, f"--{what} {short(spec)}")()
-    return obj
-
-
-def parse_train(specs: list[str] | None) -> dict[str, str]:
-    """``['NAME=pkg.mod:fn', 'pkg.mod:fn']`` -> ``{'NAME': 'pkg.mod:fn', 'pkg.mod:fn': 'pkg.mod:fn'}``."""
-    out: dict[str, str] = {}
-    for text in specs or ():
-        name, sep, spec = text.partition("=")
-        if not sep:
-            name, spec = text, text
-        name, spec = name.strip(), spec.strip()
-        if not name or not spec:
-            raise UsageError(f"--train must look like NAME=package.module:function or package.module:function; "
-                             f"got {short(text)}.")
-        if name in out:
-            raise UsageError(f"--train {short(name)} is given twice; give each training function once.")
-        out[name] = spec
-    return out
-
-
-def _resolve_train(specs: dict[str, str]) -> dict[str, Callable]:
-    functions = {}
-    for name, spec in specs.items():
-        fn = resolve_object(spec, "train")
-        if not callable(fn):
-            raise UsageError(f"--train {short(name)}: {short(spec)} is a {type(fn).__name__}, not a function.")
-        functions[name] = _guarded(fn, f"--train {short(name)}")
-    return functions
 
 
 # -- thresholds ------------------------------------------------------------------------------------------
@@ -184,14 +77,14 @@ def _finite_at_least_zero(value: float, text: str, flag: str, example: str) -> f
 
 
 def parse_drop(text: str | None) -> float | None:
-    """'1%' -> 0.01, '0.02' -> 0.02 (an absolute drop of the metric). NaN, inf and negatives: UsageError."""
+    """'1%' -> 0.01, '0.02' -> 0.02 (an absolute drop of the metric), read by core.textvalues.parse_amount.
+    NaN, inf and negatives: UsageError."""
     if text is None:
         return None
-    raw = str(text).strip()
     try:
-        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UsageError(f"--max-drop must be a number or a percentage; got {short(text)}. Give e.g. "
+        value = parse_amount(str(text))  # a NaN or infinite amount is no number to it
+    except InvalidConfigError:
+        raise UsageError(f"--max-drop must be a finite number or a percentage; got {short(text)}. Give e.g. "
                          f"--max-drop 1% or --max-drop 0.01.") from None
     return _finite_at_least_zero(value, text, "--max-drop", "1%")
 
@@ -207,112 +100,59 @@ def parse_limit(text: str | float | None, flag: str, example: str) -> float | No
     return _finite_at_least_zero(value, str(text), flag, example)
 
 
-def _number(value: Any) -> float | None:
-    """A metric as a float (NaN kept), or None when it is not a number."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a numpy / torch scalar
-        try:
-            item = value.item()
-        except Exception:
-            return None
-        return _number(item)
-    return None
-
-
-def _main_metric(metrics: dict[str, Any]) -> str | None:
-    numeric = [k for k, v in metrics.items() if _number(v) is not None and k != "latency_ms"]
-    return "accuracy" if "accuracy" in numeric else (numeric[0] if numeric else None)
+def _crossed_words(result: dict[str, Any], metrics_before: dict[str, Any], metrics_after: dict[str, Any],
+                   bytes_after: int, limit: float) -> str:
+    """A core threshold result that does not hold (``ok`` False, or None: a gate does not pass unchecked),
+    in the command line's words."""
+    name, ok = result["name"], result["ok"]
+    if name == "max_drop":
+        key = result.get("metric")
+        if key is None:
+            return ("--max-drop needs an --eval function returning a number (or a dict of numbers); none was "
+                    "measured")
+        before = _thresholds.metric_number(metrics_before.get(key))
+        after = _thresholds.metric_number(metrics_after.get(key))
+        if ok is None or after is None or before is None:
+            return (f"{key} was not measured after compression (the --eval function returned no number for it), "
+                    f"so --max-drop {limit:g} cannot hold")
+        if math.isnan(before) or math.isnan(after):
+            return (f"{key} is NaN {_thresholds.nan_when(before, after)} compression (the --eval function "
+                    f"returned NaN), so --max-drop {limit:g} cannot hold")
+        return (f"{key} dropped by {before - after:.4f} (from {before:.4f} to {after:.4f}), more than --max-drop "
+                f"{limit:g}")
+    if name == "max_latency_ms":
+        latency = result["value"]
+        if latency is None:
+            return "--max-latency-ms needs --example inputs to time the model"
+        if math.isnan(latency):
+            return f"latency is NaN (the timing failed), so --max-latency-ms {limit:g} cannot hold"
+        return f"latency {latency:.3f} ms is above --max-latency-ms {limit:g}"
+    return f"size {bytes_after / 1e6:.3f} MB is above --max-size-mb {limit:g}"
 
 
 def check_thresholds(report: Report, *, max_drop: float | None, max_latency_ms: float | None,
                      max_size_mb: float | None) -> list[str]:
-    """Plain-word descriptions of every threshold the report crosses (empty: all hold).
+    """Plain-word descriptions of every threshold the report crosses (empty: all hold), by the core's
+    :func:`~jupyter_compress.core.thresholds.check_thresholds`; a limit it could not check crosses too.
 
     A metric that is NaN (an eval function that returned NaN, a timing that failed) crosses any threshold
     on it: a gate must not pass on a number nothing can be compared with."""
-    crossed = []
-    if max_drop is not None:
-        key = _main_metric(report.metrics_before)
-        if key is None:
-            crossed.append("--max-drop needs an --eval function returning a number (or a dict of numbers); "
-                           "none was measured")
-        else:
-            before, after = _number(report.metrics_before[key]), _number(report.metrics_after.get(key))
-            if after is None:
-                crossed.append(f"{key} was not measured after compression (the --eval function returned no "
-                               f"number for it), so --max-drop {max_drop:g} cannot hold")
-            elif math.isnan(before) or math.isnan(after):
-                when = "before and after" if math.isnan(before) and math.isnan(after) else (
-                    "before" if math.isnan(before) else "after")
-                crossed.append(f"{key} is NaN {when} compression (the --eval function returned NaN), so "
-                               f"--max-drop {max_drop:g} cannot hold")
-            else:
-                drop = before - after
-                if not drop <= max_drop + 1e-12:  # also an undefined drop (inf - inf)
-                    crossed.append(f"{key} dropped by {drop:.4f} (from {before:.4f} to {after:.4f}), more than "
-                                   f"--max-drop {max_drop:g}")
-    if max_latency_ms is not None:
-        latency = _number(report.metrics_after.get("latency_ms"))
-        if latency is None:
-            crossed.append("--max-latency-ms needs --example inputs to time the model")
-        elif math.isnan(latency):
-            crossed.append(f"latency is NaN (the timing failed), so --max-latency-ms {max_latency_ms:g} cannot hold")
-        elif not latency <= max_latency_ms:
-            crossed.append(f"latency {latency:.3f} ms is above --max-latency-ms {max_latency_ms:g}")
-    if max_size_mb is not None:
-        size = report.model_bytes_after / 1e6
-        if not size <= max_size_mb:
-            crossed.append(f"size {size:.3f} MB is above --max-size-mb {max_size_mb:g}")
-    return crossed
-
-
-# -- the plan ----------------------------------------------------------------------------------------
-def load_plan(path: str) -> Plan:
-    """The plan in ``path``, with every check ``run`` makes on the plan alone (``validate`` runs exactly
-    these): readable UTF-8 text, valid YAML/JSON (safe loading: no ``!!python`` tags), known methods, valid
-    config values and selectors, at least one step."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"plan file {short(path)} is not UTF-8 text; give a YAML or JSON plan.") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read plan file {short(path)}: {exc.strerror or brief(exc)}.") from None
-    plan = Plan.from_yaml(text)  # JSON is read by the YAML loader as well
-    if not plan.steps:
-        raise PlanError(f"plan file {short(path)} has no steps; add at least one, e.g. "
-                        f"'steps: [{{method: prune, amount: 0.5}}]'.")
-    return plan
-
-
-def plan_functions(plan: Plan) -> list[tuple[int, str, str]]:
-    """``(step number, method, NAME)`` for every function the plan names (a QAT step's ``train``)."""
-    out = []
-    for index, step in enumerate(plan.steps):
-        for field in _FUNCTION_FIELDS:
-            name = getattr(step.config, field, None)
-            if isinstance(name, str) and name:
-                out.append((index + 1, step.method, name))
-    return out
-
-
-def _check_functions(plan: Plan, given: dict[str, str]) -> None:
-    for number, method, name in plan_functions(plan):
-        # as the method looks it up: the NAME, or for an older plan's 'module:function' the function's name
-        if name not in given and not (":" in name and name.rpartition(":")[2] in given):
-            how = f"--train {name}" if ":" in name else f"--train {name}=package.module:function"
-            raise UsageError(f"the plan's step {number} ({method}) names the training function {short(name)}, "
-                             f"which no --train gives; add {_one_line(how, _QUOTE + 40)}.")
+    limits = {"max_drop": max_drop, "max_latency_ms": max_latency_ms, "max_bytes": max_size_mb}
+    results = _thresholds.check_thresholds(
+        _thresholds.Thresholds(max_drop=max_drop, max_latency_ms=max_latency_ms,
+                               max_bytes=None if max_size_mb is None else max_size_mb * 1e6),
+        metrics_before=report.metrics_before, metrics_after=report.metrics_after,
+        bytes_after=report.model_bytes_after)
+    return [_crossed_words(r, report.metrics_before, report.metrics_after, report.model_bytes_after,
+                           limits[r["name"]]) for r in results if r["ok"] is not True]
 
 
 # -- commands --------------------------------------------------------------------------------------------
 def validate_command(args) -> int:
     plan = load_plan(args.plan)
     train = parse_train(getattr(args, "train", None))
-    _check_functions(plan, train)
-    _resolve_train(train)
+    check_functions(plan, train)
+    resolve_train(train)
     print(f"{args.plan}: valid plan, {len(plan.steps)} step(s): {plan.describe()}")
     return EXIT_OK
 
@@ -354,7 +194,7 @@ def _load_weights(model: Any, path: str, model_spec: str) -> None:
 def _make_model(spec: str) -> Any:
     from torch import nn
 
-    model = _resolve_callable(spec, "model")()
+    model = resolve_callable(spec, "model")()
     if not isinstance(model, nn.Module):
         raise UsageError(f"--model {short(spec)} returned a {type(model).__name__}, not a torch.nn.Module; the "
                          f"factory must return the model to compress.")
@@ -378,16 +218,16 @@ def run_command(args) -> int:
         raise UsageError(f"--out {short(args.out)} is a file; give a folder (it is created if missing).")
     plan = load_plan(args.plan)
     train = parse_train(getattr(args, "train", None))
-    _check_functions(plan, train)
-    functions = _resolve_train(train)
-    evaluate = _resolve_callable(args.eval, "eval") if args.eval else None
+    check_functions(plan, train)
+    functions = resolve_train(train)
+    evaluate = resolve_callable(args.eval, "eval") if args.eval else None
 
     model = _make_model(args.model)
     if args.weights:
         _load_weights(model, args.weights, args.model)
     model.eval()
-    data = _value(args.data, "data") if args.data else None
-    example = _value(args.example, "example") if args.example else None
+    data = value_of(args.data, "data") if args.data else None
+    example = value_of(args.example, "example") if args.example else None
     _progress(f"compressing: {plan.describe()}")
     small, report = compress(model, plan, eval=evaluate, example_inputs=example, data=data, functions=functions)
     crossed = check_thresholds(report, max_drop=max_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)

@@ -16,7 +16,7 @@ from jupyter_compress.core.evaluate import Evaluator, attach_thresholds, evaluat
 from jupyter_compress.core.metrics_size import available_codecs, codec_sizes, disk_sizes, state_bytes
 from jupyter_compress.core.metrics_speed import batch_of, peak_memory_bytes, speed_metrics
 from jupyter_compress.core.metrics_task import classification_metrics, fidelity_metrics, regression_metrics
-from jupyter_compress.core.thresholds import Thresholds
+from jupyter_compress.core.thresholds import Thresholds, check_thresholds
 from jupyter_compress.errors import InvalidConfigError
 
 
@@ -148,6 +148,29 @@ def test_thresholds_fail_and_unchecked(digits):
     assert "UNCHECKED" in report.to_text() and "WARNING" in report.to_html()
     with pytest.raises(InvalidConfigError, match="max_drop"):
         Thresholds(max_drop=-1)
+
+
+def test_a_nan_metric_crosses_the_limit_and_a_missing_one_is_unchecked():
+    """The one threshold rule (the CLI's gate reads it too): NaN crosses, missing is unchecked, 0-d tensors count."""
+    nan = float("nan")
+
+    def check(before, after, **limits):
+        return check_thresholds(Thresholds(**limits), metrics_before=before, metrics_after=after, bytes_after=100)
+
+    (row,) = check({"accuracy": 0.9}, {"accuracy": nan}, max_drop=1.0)
+    assert row["ok"] is False and row["metric"] == "accuracy" and "is NaN after" in row["message"]
+    (row,) = check({"metric": nan}, {"metric": nan}, max_drop=1.0)
+    assert row["ok"] is False and "NaN before and after" in row["message"]
+    (row,) = check({"accuracy": 0.9, "latency_ms": 1.0}, {"latency_ms": 1.0}, max_drop=1.0)
+    assert row["ok"] is None and "not measured after" in row["message"]
+    (row,) = check({"latency_ms": 2.0}, {}, max_drop=1.0)  # a cost is never the quality metric
+    assert row["ok"] is None and row["metric"] is None
+    (row,) = check({"accuracy": torch.tensor(0.9)}, {"accuracy": torch.tensor(0.5)}, max_drop=0.1)
+    assert row["ok"] is False and row["value"] == pytest.approx(0.4)
+    (row,) = check({}, {"latency_ms": nan}, max_latency_ms=1e9)
+    assert row["ok"] is False and "latency is NaN" in row["message"]
+    assert [r["ok"] for r in check({"accuracy": 0.9}, {"accuracy": 0.9, "latency_ms": 1.0}, max_drop=0.0,
+                                   max_latency_ms=2.0, max_bytes=100)] == [True, True, True]
 
 
 def test_task_auto_and_evaluate_regression():

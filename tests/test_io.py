@@ -181,3 +181,62 @@ def test_recorded_example_shapes_are_bounded_before_allocation():
             synth_inputs(spec)
         assert "\n" not in str(info.value) and len(str(info.value)) < 300
     assert synth_inputs({"tensor": [2, 3], "dtype": "float32"}).shape == (2, 3)
+
+
+def test_save_pins_by_the_methods_own_hook_and_load_skips_value_only_steps(tmp_path):
+    """io names no method: a method's declared ``pin(step, rows)`` pins its step in the saved plan (one step of
+    it only), and a step whose method has ``changes_modules=False`` is not replayed by ``load``."""
+    import dataclasses
+
+    from torch import nn
+
+    from jupyter_compress.core.config import Interval, MethodConfig, param
+    from jupyter_compress.core.registry import MethodResult, register_method, unregister_method
+    from jupyter_compress.methods._common import layer_row
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class PinnedToyConfig(MethodConfig):
+        amount: float = param(0.5, help="weight scale reduction", check=Interval(0.0, 1.0, "[)"))
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ValueToyConfig(MethodConfig):
+        amount: float = param(0.5, help="weight scale reduction", check=Interval(0.0, 1.0, "[)"))
+
+    calls = {"pin": [], "value": 0}
+
+    def scaled(model, names, config, name):
+        rows, new = [], {}
+        for n in names:
+            old = model.get_submodule(n)
+            new[n] = type(old)(old.in_features, old.out_features)
+            new[n].load_state_dict(old.state_dict())
+            new[n].weight.data.mul_(1 - config.amount)
+            rows.append(layer_row(n, name, old, new[n]))
+        return MethodResult(new, rows)
+
+    def pin(step, rows):
+        calls["pin"].append([r.name for r in rows])
+        return {**step, "amount": 0.0}  # replayed as a no-op: the file holds the values
+
+    def value_apply(model, names, config, ctx):
+        calls["value"] += 1
+        return scaled(model, names, config, "toy.value")
+
+    register_method("toy.pinned", PinnedToyConfig, supported=(nn.Linear,), family="toy", help="toy", pin=pin)(
+        lambda model, names, config, ctx: scaled(model, names, config, "toy.pinned"))
+    register_method("toy.value", ValueToyConfig, supported=(nn.Linear,), family="toy", help="toy",
+                    changes_modules=False)(value_apply)
+    try:
+        model, x = make("mlp")
+        small, report = jc.compress(model, jc.Plan.of(PinnedToyConfig(amount=0.5), ValueToyConfig(amount=0.25)))
+        path = save(small, report, tmp_path / "toy.safetensors", example_inputs=x)
+        steps = read_manifest(path)["plan"]["steps"]
+        assert [s["amount"] for s in steps] == [0.0, 0.25] and len(calls["pin"]) == 1
+        assert calls["pin"][0] == [r.name for r in report.compressed_rows if r.method == "toy.pinned"]
+        assert calls["value"] == 1
+        loaded = load(lambda: make("mlp", seed=5)[0], path)
+        assert calls["value"] == 1  # not replayed
+        assert jc.state_dict_hash(loaded) == jc.state_dict_hash(small)
+    finally:
+        unregister_method("toy.pinned")
+        unregister_method("toy.value")

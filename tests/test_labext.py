@@ -27,11 +27,19 @@ NAME = "jupyter-compress"
 
 
 def test_one_version_for_python_and_the_extension():
+    """The version is typed once, in labextension/package.json: pyproject.toml reads it from there when the
+    wheel is built ([tool.hatch.version]), and __version__ is the installed distribution's."""
+    from importlib.metadata import version
+
     package = json.loads((LABEXT / "package.json").read_text())
     pyproject = (ROOT / "pyproject.toml").read_text()
-    py_version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    assert not re.search(r"^version\s*=", pyproject, re.M), "the version is typed in pyproject.toml too"
+    assert re.search(r'^dynamic = \["version"\]', pyproject, re.M)
+    source = re.search(r"^\[tool\.hatch\.version\]\npath = \"([^\"]+)\"\npattern = '([^']+)'", pyproject, re.M)
+    assert source and source.group(1) == "labextension/package.json"
+    built = re.search(source.group(2), (ROOT / source.group(1)).read_text(), re.M).group("version")
     assert package["name"] == NAME
-    assert package["version"] == jupyter_compress.__version__ == py_version
+    assert package["version"] == built == jupyter_compress.__version__ == version("jupyter_compress")
 
 
 def test_the_extension_ships_the_bokehjs_of_the_python_bokeh():

@@ -1,5 +1,5 @@
 """``compress_`` is transactional at every point: a KeyboardInterrupt injected at each line event of the
-in-place verb (core/apply.py and the core modules it calls while it runs: statistics, notes, the report)
+in-place verb (core/apply.py, core/steps.py, core/modules.py and the core modules it calls while it runs: statistics, notes, the report)
 leaves the model either bit-identical with the same modules, with nothing to revert, or (only once the
 method has completed) compressed with a working undo record, and the error says which.
 
@@ -21,7 +21,8 @@ from jupyter_compress.core import apply as apply_mod
 
 CORE = os.path.dirname(apply_mod.__file__)
 # the in-place verb's own modules: where it swaps, measures, builds notes and the report, and commits
-TRACED = {os.path.join(CORE, f) for f in ("apply.py", "coverage.py", "report.py", "ties.py", "metrics.py")}
+TRACED = {os.path.join(CORE, f) for f in ("apply.py", "steps.py", "modules.py", "coverage.py", "report.py", "ties.py",
+                                          "metrics.py")}
 
 
 def _model() -> tuple[nn.Module, torch.Tensor]:

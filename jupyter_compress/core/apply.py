@@ -1,9 +1,10 @@
 """The verbs: ``compress`` (a new model), ``compress_`` (in place, transactional), ``revert_``.
 
 Apply functions never mutate the modules they are given: they return new modules,
-and this module swaps them into the model. An in-place run keeps the swapped-out
+and the core swaps them into the model (core/steps.py). An in-place run keeps the swapped-out
 originals in an undo record, so an exception or KeyboardInterrupt mid-way (or a
 later ``revert_``) puts back the very same module objects: bit-exact by construction.
+``Context`` (what a method is given) lives in core/context.py and is importable from here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CompressError, NothingToRevertError, PlanError, StoppedError
-from . import undo
+from ..errors import CompressError, NothingToRevertError, PlanError
+from .context import Context
 from .coverage import larger_note, left_alone_note
 from .inputs import (
     ACCEPTED_FORMS,
@@ -41,14 +42,14 @@ from .metrics import (
     model_bytes,
     primary_output,
     relative_error,
-    single_thread,
 )
 from .plan import Plan, current_versions
 from .registry import get_method
 from .report import Report
-from .ties import keep_ties, tied_groups
+from .steps import rollback, run_steps
+from .thresholds import metric_number
 
-__all__ = ["compress", "compress_", "revert_", "preview", "Context", "applied_plans"]
+__all__ = ["compress", "compress_", "revert_", "preview", "forget_undo", "Context", "applied_plans"]
 
 # model -> stack of undo records (each a list of (layer name, original module)), newest last.
 _UNDO: weakref.WeakKeyDictionary[nn.Module, list[list[tuple[str, nn.Module]]]] = weakref.WeakKeyDictionary()
@@ -56,65 +57,9 @@ _UNDO: weakref.WeakKeyDictionary[nn.Module, list[list[tuple[str, nn.Module]]]] =
 _APPLIED: weakref.WeakKeyDictionary[nn.Module, list[Plan]] = weakref.WeakKeyDictionary()
 
 
-@dataclasses.dataclass
-class Context:
-    """What a method may use besides the model: a seeded generator and optional data."""
-
-    seed: int
-    generator: torch.Generator
-    data: Any = None
-    example_inputs: Any = None
-    step_index: int = 0
-    # the model as it was before the plan ran (built on first call): a teacher for recovery procedures
-    original: Callable[[], nn.Module] | None = None
-    # the step's selector: a method may treat layers the user named exactly differently (e.g. keep_head)
-    selector: Any = None
-    # functions the caller handed over by name (QAT's training loop): a plan names them, never imports them
-    functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
-    # rebuilding a saved model (load): the file holds the trained values, so training is not run again
-    replay: bool = False
-    # set for methods registered with streams=True: sink(name, new) swaps a layer in as soon as it is made,
-    # so a run holds one layer's work at a time (see methods._common.hand_over)
-    sink: Callable[[str, nn.Module], None] | None = None
-
-
 def applied_plans(model: nn.Module) -> list[Plan]:
     """The plans that made ``model`` what it is (empty for an uncompressed model)."""
     return list(_APPLIED.get(model, []))
-
-
-def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    old = parent._modules[attr]
-    parent._modules[attr] = new
-    return old
-
-
-def _swap_recorded(model: nn.Module, name: str, new: nn.Module, swaps: list[tuple[str, nn.Module]]) -> None:
-    """Swap ``new`` in, recording the original *before* the swap: an interrupt between the two can then only
-    leave a record of a swap not yet made (undoing it is a no-op), never a swap without its record."""
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    swaps.append((name, parent._modules[attr]))
-    parent._modules[attr] = new
-
-
-def _rollback(model: nn.Module, swaps: list[tuple[str, nn.Module | None]]) -> None:
-    for name, old in reversed(swaps):
-        if old is None:  # a copy's layer, dropped when it was replaced: the copy is discarded, not rolled back
-            continue
-        undo.restore(old)  # an undo record kept on disk: its values back into the same tensors first
-        _swap(model, name, old)
-
-
-def _mark_untouched(rows: list, names: list[str]) -> None:
-    for r in rows:
-        if r.name in names:
-            r.skipped = "its weight is tied to another layer's; compressing it would untie them"
-            r.new_type, r.error = r.layer_type, None
-            r.params_after, r.nonzeros_after, r.bytes_after = r.params_before, r.nonzeros_before, r.bytes_before
-            r.sparse_bytes = r.sparse_encoding = None
 
 
 def _stats(model: nn.Module) -> tuple[int, int, int]:
@@ -124,23 +69,10 @@ def _stats(model: nn.Module) -> tuple[int, int, int]:
 def _as_metrics(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return dict(value)
-    if isinstance(value, (int, float)):
-        return {"metric": float(value)}
+    number = metric_number(value)  # a Python, numpy or 0-d torch number
+    if number is not None:
+        return {"metric": number}
     raise CompressError(f"The eval function must return a number or a dict of numbers; it returned {value!r}.")
-
-
-def _original_of(model: nn.Module, reference: nn.Module, swaps: list[tuple[str, nn.Module]]):
-    """A callable giving the model as it was before the plan: ``reference`` when it is a separate, untouched
-    model (``compress``), else a copy of ``model`` with copies of the swapped-out layers put back."""
-    def original() -> nn.Module:
-        if reference is not model:
-            return reference
-        rebuilt = copy.deepcopy(model)
-        for name, old in reversed(swaps):
-            _swap(rebuilt, name, undo.restored_copy(old))
-        return rebuilt
-
-    return original
 
 
 def _check_example(model: nn.Module, example_inputs: Any, built: str | None = None) -> Any:
@@ -174,75 +106,6 @@ def _check_runs(model: nn.Module, example_inputs: Any, names: list[str]) -> Any:
         changed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
         raise CompressError(f"The compressed model does not run ({first_line(exc)}); nothing was changed. "
                             f"Exclude the layers around the failure from the plan (changed: {changed}).") from None
-
-
-def _run(
-    model: nn.Module, plan: Plan, swaps: list[tuple[str, nn.Module]], data: Any, example_inputs: Any,
-    on_step: Callable[[int, int, str], Any] | None = None,
-    reference: nn.Module | None = None,
-    functions: Mapping[str, Callable[..., Any]] | None = None,
-    replay: bool = False,
-) -> tuple[list, list, dict]:
-    rows: list = []
-    notes: list[str] = []
-    timings: dict[str, float] = {}
-    copy_mode = reference is not None and reference is not model
-    # an in-place run on a big model keeps its undo record on disk (core/undo.py): memory stays near 1x
-    on_disk = not copy_mode and model_bytes(model) >= undo.SPILL_MIN_BYTES
-    spilled = [0]
-
-    def put(name: str, new: nn.Module) -> None:
-        old = model.get_submodule(name)
-        new.train(old.training)
-        _swap_recorded(model, name, new, swaps)
-        if copy_mode:  # the copy's own layer is not needed again (the reference holds the original): free it
-            swaps[-1] = (name, None)
-        elif on_disk:
-            spilled[0] += undo.spill(old, model)
-
-    generator = torch.Generator().manual_seed(plan.seed)
-    with torch.random.fork_rng(devices=[]):  # methods may draw random numbers; the user's RNG is left alone
-        torch.manual_seed(plan.seed)
-        for index, step in enumerate(plan.steps):
-            if on_step is not None and on_step(index, len(plan.steps), step.method) is False:
-                raise StoppedError(f"Stopped before step {index + 1} of {len(plan.steps)} ({step.method}); the "
-                                   f"model is as it was.")
-            method = get_method(step.method)
-            names = step.selector.select(model, method.supported, method.name)
-            start = time.perf_counter()
-            streamed_dropped: list[str] = []
-            streamed_notes: list[str] = []
-
-            def sink(name: str, new: nn.Module, method_name: str = method.name, gone_names: list = streamed_dropped,
-                     step_notes: list = streamed_notes) -> None:
-                gone, tie_notes = keep_ties(model, {name: new}, method_name)
-                gone_names.extend(gone)
-                step_notes.extend(n for n in tie_notes if n not in step_notes)
-                if not gone:
-                    put(name, new)
-
-            ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
-                          step_index=index, original=_original_of(model, reference or model, swaps),
-                          selector=step.selector, functions=dict(functions or {}), replay=replay,
-                          # a model with tied parameters takes the whole-step path: keep_ties then sees every
-                          # replacement of the step at once (a tie's partners are re-pointed together)
-                          sink=sink if method.streams and not tied_groups(model) else None)
-            with torch.no_grad(), single_thread():
-                result = method.apply(model, names, step.config, ctx)
-            dropped, tie_notes = keep_ties(model, result.replacements, method.name)
-            _mark_untouched(result.rows, dropped + streamed_dropped)
-            result.notes = list(result.notes) + streamed_notes + [n for n in tie_notes if n not in streamed_notes]
-            for name, new in list(result.replacements.items()):
-                result.replacements.pop(name)
-                put(name, new)
-            timings[f"step {index + 1} ({method.name}) s"] = time.perf_counter() - start
-            rows += result.rows
-            notes += [n for n in result.notes if n not in notes]
-    if spilled[0]:
-        notes.append(f"The undo record ({spilled[0] / 2**20:,.0f} MiB of replaced layers) is kept on disk in "
-                     f"{undo.folder_name()} until revert_(model) or forget_undo(model), so the in-place run needs "
-                     f"about the model's own memory.")
-    return rows, notes, timings
 
 
 def _compress_into(
@@ -291,8 +154,8 @@ def _compress_into(
     ran: Plan | None = None
     start = time.perf_counter()
     try:
-        rows, notes, timings = _run(target, plan, swaps, data, example_inputs, on_step, reference, functions,
-                                    replay)
+        rows, notes, timings = run_steps(target, plan, swaps, data, example_inputs, on_step, reference,
+                                         functions, replay)
         timings["compress s"] = time.perf_counter() - start
         metrics_after: dict[str, Any] = {}
         if check_inputs is not None:
@@ -308,7 +171,8 @@ def _compress_into(
             metrics_after["latency_ms"] = measure_latency(target, example_inputs, max_time_s=2.0).median_ms
 
         after = _stats(target)
-        methods = list(dict.fromkeys(get_method(step.method) for step in plan.steps))
+        # by name: a Method holds mappings (probe, option fields), so it is not hashable
+        methods = list({m.name: m for m in (get_method(step.method) for step in plan.steps)}.values())
         left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
                                ", ".join(m.name for m in methods))
         notes = input_notes + notes + ([left] if left else [])
@@ -339,7 +203,7 @@ def _compress_into(
             _add_note(exc, "The compression completed before this error: the model is compressed; "
                       "revert_(model) undoes it.")
         else:  # KeyboardInterrupt included: the model is left as it was (a copy too: the caller never sees it)
-            _rollback(target, swaps)
+            rollback(target, swaps)
             if inplace and swaps:
                 _add_note(exc, "The model was restored: it is exactly as it was before compress_.")
         raise
@@ -473,7 +337,7 @@ def revert_(model: nn.Module) -> nn.Module:
             "and leaves the original unchanged, so keep using the original."
         )
     while stack:
-        _rollback(model, stack[-1])
+        rollback(model, stack[-1])
         stack.pop()
     _UNDO.pop(model, None)
     _APPLIED.pop(model, None)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidConfigError, shown
 
-__all__ = ["Thresholds", "check_thresholds", "quality_key", "metric_number", "QUALITY_KEYS"]
+__all__ = ["Thresholds", "check_thresholds", "quality_key", "metric_number", "nan_when", "QUALITY_KEYS"]
 
 # Metrics where higher is better, in the order one is picked as "the" metric for a drop limit.
 QUALITY_KEYS = ("accuracy", "f1_macro", "r2", "top1_agreement", "cosine", "metric")
@@ -69,29 +69,52 @@ def quality_key(metrics: dict[str, Any], wanted: str | None = None) -> str | Non
         (k for k in numeric if k not in COST_KEYS), None)
 
 
+def nan_when(before: float, after: float) -> str:
+    """'before', 'after' or 'before and after': when a metric is NaN (one of the two is)."""
+    both = math.isnan(before) and math.isnan(after)
+    return "before and after" if both else ("before" if math.isnan(before) else "after")
+
+
 def check_thresholds(thresholds: Thresholds, *, metrics_before: dict[str, Any], metrics_after: dict[str, Any],
                      bytes_after: int) -> list[dict[str, Any]]:
-    """One ``{"name", "limit", "value", "ok", "message"}`` per limit set; ``ok`` is None when the
-    value needed was not measured (e.g. no eval given), which the report shows as unchecked."""
+    """One ``{"name", "limit", "value", "ok", "message"}`` per limit set (``max_drop`` adds ``"metric"``,
+    the metric it read: :func:`quality_key` of the metrics before).
+
+    ``ok`` is None when the value needed was not measured (no eval given, the metric missing after
+    compression, no latency timed), which the report shows as unchecked. A NaN (an eval that returned NaN, a
+    timing that failed) crosses the limit on it (``ok`` False): no limit holds on a number nothing can be
+    compared with; the CLI's gate reads these same results."""
     out: list[dict[str, Any]] = []
     if thresholds.max_drop is not None:
-        key = quality_key(metrics_after, thresholds.metric)
-        if key is None or not isinstance(metrics_before.get(key), (int, float)):
-            out.append({"name": "max_drop", "limit": thresholds.max_drop, "value": None, "ok": None,
-                        "message": "not checked: no quality metric measured before and after (pass eval=)"})
+        limit = thresholds.max_drop
+        key = quality_key(metrics_before, thresholds.metric)
+        before = None if key is None else metric_number(metrics_before[key])
+        after = None if key is None else metric_number(metrics_after.get(key))
+        row = {"name": "max_drop", "limit": limit, "metric": key, "value": None, "ok": None}
+        if key is None or before is None:
+            row["message"] = "not checked: no quality metric measured before and after (pass eval=)"
+        elif after is None:
+            row["message"] = f"not checked: {key} was not measured after compression"
+        elif math.isnan(before) or math.isnan(after):
+            row.update(value=math.nan, ok=False, message=f"{key} is NaN {nan_when(before, after)} compression, "
+                                                         f"so the limit {limit:.4g} cannot hold")
         else:
-            drop = float(metrics_before[key]) - float(metrics_after[key])
-            ok = drop <= thresholds.max_drop + 1e-12
-            out.append({"name": "max_drop", "limit": thresholds.max_drop, "value": drop, "ok": ok,
-                        "message": f"{key} dropped by {drop:.4g} (limit {thresholds.max_drop:.4g})"})
+            drop = before - after
+            row.update(value=drop, ok=bool(drop <= limit + 1e-12),  # an undefined drop (inf - inf) is no pass
+                       message=f"{key} dropped by {drop:.4g} (limit {limit:.4g})")
+        out.append(row)
     if thresholds.max_latency_ms is not None:
-        value = metrics_after.get("latency_ms")
-        ok = None if value is None else value <= thresholds.max_latency_ms
-        out.append({"name": "max_latency_ms", "limit": thresholds.max_latency_ms, "value": value, "ok": ok,
-                    "message": "not checked: no latency measured (pass example_inputs=)" if value is None else
-                    f"latency {value:.3g} ms (limit {thresholds.max_latency_ms:.3g} ms)"})
+        limit = thresholds.max_latency_ms
+        value = metric_number(metrics_after.get("latency_ms"))
+        if value is None:
+            ok, message = None, "not checked: no latency measured (pass example_inputs=)"
+        elif math.isnan(value):
+            ok, message = False, f"latency is NaN (the timing failed), so the limit {limit:.3g} ms cannot hold"
+        else:
+            ok, message = bool(value <= limit), f"latency {value:.3g} ms (limit {limit:.3g} ms)"
+        out.append({"name": "max_latency_ms", "limit": limit, "value": value, "ok": ok, "message": message})
     if thresholds.max_bytes is not None:
-        ok = bytes_after <= thresholds.max_bytes
+        ok = bool(bytes_after <= thresholds.max_bytes)
         out.append({"name": "max_bytes", "limit": thresholds.max_bytes, "value": bytes_after, "ok": ok,
                     "message": f"{bytes_after:,} bytes in memory (limit {int(thresholds.max_bytes):,})"})
     return out

@@ -101,22 +101,22 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _replayable(report: Report) -> dict[str, Any]:
-    """The report's plan, with a global-scope structured step pinned to the counts it chose.
+    """The report's plan, with each step whose method declares ``pin`` pinned to what it chose.
 
-    Global scope picks per-layer counts from the weights, so replaying it on a fresh model could pick
-    other counts (and shapes). With a single such step, its rows say exactly how many units each layer
-    lost: the saved plan asks for those counts per layer, which any weights reproduce.
+    A step that picks from the weights (structured pruning's global scope picks per-layer counts) could
+    pick otherwise when replayed on a fresh model; its method's ``pin(step, rows)`` turns the step and its
+    report rows into one that any weights replay the same. Only a method with exactly one step in the plan
+    is pinned: with several, the rows cannot be told apart by step.
     """
     plan = json.loads(json.dumps(report.plan, default=str))
-    steps = [s for s in plan["steps"] if s.get("method") in ("prune.structured", "structured")]
-    if len(steps) != 1 or steps[0].get("scope") != "global":
-        return plan
-    ratios = {}
-    for row in report.compressed_rows:
-        count = row.detail.get("removed_out", row.detail.get("removed_heads"))
-        if row.method == "prune.structured" and count is not None and row.detail.get("of"):
-            ratios[row.name] = count / row.detail["of"]
-    steps[0].update(scope="layer", ratios=ratios, amount=0.0)
+    by_method: dict[str, list[int]] = {}
+    for index, step in enumerate(plan["steps"]):
+        by_method.setdefault(get_method(step["method"]).name, []).append(index)
+    for name, indexes in by_method.items():
+        method = get_method(name)
+        if method.pin is not None and len(indexes) == 1:
+            rows = [row for row in report.compressed_rows if row.method == method.name]
+            plan["steps"][indexes[0]] = method.pin(plan["steps"][indexes[0]], rows)
     return plan
 
 
@@ -264,9 +264,9 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     if example_inputs is None:
         example_inputs = synth_inputs(manifest.get("example_inputs"))
     plan = Plan.from_dict(manifest["plan"])  # checked like any plan: registered methods only, bounded values
-    # recovery training (distillation) changes values only, and the file holds the values: not replayed,
-    # so loading needs no training data and takes no training time
-    steps = [s for s in plan.steps if get_method(s.method).family != "distillation"]
+    # a step that changes values only (recovery training) is not replayed: the file holds the values, so
+    # loading needs no training data and takes no training time
+    steps = [s for s in plan.steps if get_method(s.method).changes_modules]
     if steps:
         # replay=True: no training is run again (QAT's train function is not looked up: the file holds the values)
         compress_(model, dataclasses.replace(plan, steps=steps), example_inputs=example_inputs, data=data,

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ..core.metrics import count_nonzero, count_params, model_bytes
-from .decompose._layers import SKIP_NO_SAVING, parent_reads_weights
+from ._common import parent_reads_weight
+from .decompose._layers import SKIP_NO_SAVING
 from .decompose.ranks import choose_rank
 from .decompose.svd import matrix_factors
 
@@ -89,7 +90,7 @@ class PreviewEngine:
 
     def _spectrum(self, name: str) -> tuple[torch.Tensor | None, str | None]:
         if name not in self._svd:
-            reason = parent_reads_weights(self.model, name)
+            reason = parent_reads_weight(self.model, name)
             s = None if reason else matrix_factors(self.model.get_submodule(name).weight)[1]
             self._svd[name] = (s, reason)
         return self._svd[name]

@@ -6,15 +6,10 @@ import torch
 from torch import nn
 
 from ...errors import InvalidConfigError
-from .._common import parent_reads_weight
 
-__all__ = ["parent_reads_weights", "conv_skip_reason", "rank_too_large", "as_float", "SKIP_NO_SAVING"]
+__all__ = ["conv_skip_reason", "rank_too_large", "as_float", "SKIP_NO_SAVING"]
 
 SKIP_NO_SAVING = "would not reduce parameters"
-
-
-# one rule for every method (kept under this name for the modules that import it from here)
-parent_reads_weights = parent_reads_weight
 
 
 def conv_skip_reason(conv: nn.Conv2d) -> str | None:

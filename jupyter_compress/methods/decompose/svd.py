@@ -21,9 +21,9 @@ from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...errors import InvalidConfigError
-from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view
+from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view, parent_reads_weight
 from .._head import KEEP_HEAD_HELP, split_head
-from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
+from ._layers import SKIP_NO_SAVING, as_float, rank_too_large
 from .cache import cached
 from .ranks import RankRule, choose_rank, parse_any_rank
 
@@ -171,12 +171,12 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
     replacements, rows = {}, []
     kind, _ = parse_any_rank(config.rank)
     names, head_rows, head_notes = split_head(model, names, SVDConfig.method, config.keep_head, ctx,
-                                                  skip=lambda n: parent_reads_weights(model, n))
+                                                  skip=lambda n: parent_reads_weight(model, n))
     for name in names:
         old = model.get_submodule(name)
         view = linear_view(old)
         out_f, in_f = view.out_features, view.in_features
-        reason = parent_reads_weights(model, name)
+        reason = parent_reads_weight(model, name)
         if reason:
             rows.append(layer_row(name, "svd", old, None, skipped=reason))
             continue

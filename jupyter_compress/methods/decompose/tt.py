@@ -19,9 +19,9 @@ from ...core.metrics import relative_error
 from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...errors import InvalidConfigError, shown
-from .._common import LINEAR_TYPES, layer_row, linear_view
+from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from .._head import KEEP_HEAD_HELP, split_head
-from ._layers import SKIP_NO_SAVING, as_float, parent_reads_weights, rank_too_large
+from ._layers import SKIP_NO_SAVING, as_float, rank_too_large
 from .cache import cached
 from .ranks import RankRule, parse_any_rank, round_rank
 from .tt_modules import TTEmbedding, TTLinear, balanced_modes, tt_matrix
@@ -116,7 +116,7 @@ def _tt_skip(model: nn.Module, name: str, config: TTConfig) -> str | None:
     linear = isinstance(old, LINEAR_TYPES)
     if (linear_view(old).weight if linear else old.weight).numel() < config.min_params:
         return "too small"
-    return parent_reads_weights(model, name) if linear else None
+    return parent_reads_weight(model, name) if linear else None
 
 
 @register_method(
@@ -144,7 +144,7 @@ def apply_tt(model: nn.Module, names: list[str], config: TTConfig, ctx) -> Metho
             rows_out.append(layer_row(name, "tt", old, None, skipped=f"{w.numel()} weights, fewer than "
                                       f"min_params={config.min_params}"))
             continue
-        reason = parent_reads_weights(model, name) if linear else None
+        reason = parent_reads_weight(model, name) if linear else None
         if isinstance(old, nn.Embedding) and old.max_norm is not None:
             reason = "max_norm renormalises rows in place at lookup, which a TT table cannot do"
         if reason:

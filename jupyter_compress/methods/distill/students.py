@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from ...core.metrics import call_model, eval_mode
+from ...core.modules import swap_submodule
 from ...errors import CompressError, InvalidConfigError
 
 __all__ = ["make_student", "layer_stack", "keep_indices"]
@@ -70,10 +71,8 @@ def _shallow(teacher: nn.Module, amount: float, layers: Any, example_inputs: Any
     else:
         new = nn.Sequential(dict(chosen)) if not all(k.isdigit() for k, _ in chosen) else \
             nn.Sequential(*[m for _, m in chosen])
-    parent_name, _, attr = name.rpartition(".")
     if name:
-        parent = student.get_submodule(parent_name) if parent_name else student
-        parent._modules[attr] = new
+        swap_submodule(student, name, new)
     else:
         student = new
     for module in student.modules():  # Hugging Face models record their depth in the config

@@ -13,9 +13,9 @@ from torch import nn
 from ...core.inputs import INPUT_ERRORS
 from ...core.metrics import call_model, eval_mode, relative_error
 from ...errors import CompressError
-from .._common import Conv1D, parent_reads_weight
+from .._common import Conv1D
 
-__all__ = ["unsupported_note", "parent_reads_weight", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
+__all__ = ["unsupported_note", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
            "run_batches", "quiet", "output_error", "expected_shape", "held_count"]
 
 

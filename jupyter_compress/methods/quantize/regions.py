@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...core.metrics import count_nonzero, count_params, model_bytes, relative_error
+from ...core.modules import swap_submodule
 from ...core.report import LayerRow
 from ...core.ties import tied_groups
 from .._common import linear_view
@@ -127,14 +128,14 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
         p, nz, b = count_params(layer), count_nonzero(layer), model_bytes(layer)
         sum_params, sum_nz, sum_before, sum_after = sum_params + p, sum_nz + nz, sum_before + b, sum_after + after
         rows.append(LayerRow(
-            name=name, method="quantize.dynamic", layer_type="Linear",
-            new_type=f"{'int8' if quantized else 'float32'} MatMul in ONNX Runtime ({region})",
+            name=name, method=config.method, layer_type="Linear",
+            new_type=f"{f'int{bits}' if quantized else 'float32'} MatMul in ONNX Runtime ({region})",
             params_before=p, params_after=p, nonzeros_before=nz, nonzeros_after=nz, bytes_before=b, bytes_after=after,
             error=errors[name], error_kind="rel_output_error", skipped=skipped,
             detail={"backend": "onnxruntime", "weight_bits": bits,
                     "sqnr_db": round(sqnr_db(linear_view(layer).weight, _dq(layer, config, bits)), 2)}))
     rows.append(LayerRow(
-        name=region, method="quantize.dynamic", layer_type=f"{type(module).__name__} (other layers)",
+        name=region, method=config.method, layer_type=f"{type(module).__name__} (other layers)",
         new_type="OrtModule", params_before=count_params(module) - sum_params,
         params_after=count_params(module) - sum_params, nonzeros_before=count_nonzero(module) - sum_nz,
         nonzeros_after=count_nonzero(module) - sum_nz,
@@ -175,9 +176,7 @@ def compare_routes(model: nn.Module, region: str, group: list[str], call, ort_mo
     alt = copy.deepcopy(module)
     for name in group:
         rel = name[len(region) + 1:]
-        parent_name, _, attr = rel.rpartition(".")
-        parent = alt.get_submodule(parent_name) if parent_name else alt
-        parent._modules[attr] = DynamicInt8Linear.from_linear(parent._modules[attr], per_channel)
+        swap_submodule(alt, rel, DynamicInt8Linear.from_linear(alt.get_submodule(rel), per_channel))
     ref = _flatten(output)[0]
     routes = {"float32 (torch)": module, "int8 Linears (torch)": alt, "int8 (ONNX Runtime)": ort_module}
     parts = []
