@@ -34,7 +34,8 @@ from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, 
 from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
 from .methods.schedule import prune_gradually, schedule_amounts
-from .strategy.compare import ComparisonTable, compare
+from .strategy.compare import ComparisonTable
+from .verbs import compare
 
 __all__ = [
     "__version__",

@@ -27,9 +27,10 @@ def comparison_figure(table: Any):
 
 def attach_comparison_plot(table: Any) -> Any:
     """Attach the Pareto plot to ``table`` so its HTML view shows it below the rows (when two or more
-    rows were measured); returns the table."""
-    if len(table.points()) > 1:
+    rows were measured); returns the table. Attached once: a table that has its plot keeps it."""
+    if len(table.points()) > 1 and not getattr(table, "_pareto_attached", False):
         table.attach_html(figure_html(comparison_figure(table)))
+        table._pareto_attached = True
     return table
 
 

@@ -27,12 +27,12 @@ print(f"baseline: {jc.count_params(model):,} parameters, accuracy {evaluate_fn(m
 # ## 1. The families side by side
 # `compare` runs each family at the same size budget (half the parameters of the layers it touches) on a
 # copy of the model, and measures every cell: size, accuracy, latency, time to compress, whether it needs
-# data or retraining, and whether this CPU can turn the saving into speed. `plotting.attach_comparison_plot`
-# adds the trade-off below the rows: bytes kept against accuracy, the frontier in red.
+# data or retraining, and whether this CPU can turn the saving into speed. Below the rows, the trade-off:
+# bytes kept against accuracy, the frontier in red.
 
 # %%
 table = jc.compare(model, (X_test, y_test), budget=0.5)
-plotting.attach_comparison_plot(table)
+table
 
 # %% [markdown]
 # ## 2. Which layers are fragile?

@@ -127,7 +127,7 @@ report
 # %%
 from jupyter_compress import compare
 
-plotting.attach_comparison_plot(compare(model, (X_test, y_test), budget=0.5))  # the table, then its trade-off plot
+compare(model, (X_test, y_test), budget=0.5)
 
 # %% [markdown]
 # ## Tune it by hand
