@@ -4,37 +4,16 @@ declarations alone: ``compare`` measures it as a row (its ``compare`` declaratio
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
 
-from jupyter_compress.core.config import Interval, MethodConfig, param
-from jupyter_compress.core.registry import MethodResult, register_method, unregister_method
-from jupyter_compress.methods._common import layer_row
+# the toy of toy_method.py (config and apply function), registered here with declarations of its own
+from toy_method import NAME
+from toy_method import ShrinkConfig as ToyConfig
+from toy_method import apply_shrink as _apply
 
-NAME = "toy.shrink"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ToyConfig(MethodConfig):
-    """Scale each Linear's weight by (1 - amount)."""
-
-    amount: float = param(0.5, help="fraction the weights shrink by", check=Interval(0.0, 1.0, "[)"))
-
-
-def _apply(model: nn.Module, names: list[str], config: ToyConfig, ctx) -> MethodResult:
-    replacements, rows = {}, []
-    for name in names:
-        old = model.get_submodule(name)
-        new = copy.deepcopy(old)
-        with torch.no_grad():
-            new.weight.mul_(1 - config.amount)
-        replacements[name] = new
-        rows.append(layer_row(name, NAME, old, new))
-    return MethodResult(replacements, rows)
+from jupyter_compress.core.registry import register_method, unregister_method
 
 
 @pytest.fixture
