@@ -19,6 +19,7 @@ from . import (
     bench_pruning,
     bench_pruning_models,
     bench_quantize,
+    bench_routes,
     bench_strategy,
     bench_structured,
     bench_tune,
@@ -29,7 +30,7 @@ from .timing import REPORT
 __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_table"]
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_quantize, bench_codecs, bench_tune, bench_distill, bench_strategy,
+            bench_quantize, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
             bench_hf, bench_memory]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 

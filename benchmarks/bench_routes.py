@@ -1,0 +1,281 @@
+"""Deployment routes on CPU (issue 21): the int8 preset against the runtimes a user would pick instead.
+
+MiniLM's transformer part (the ``BertModel`` inside the sentence-transformers model, called on tokenized inputs,
+returning the last hidden states) at batch 32 and batch 1. In one process, PyTorch fp32 and every route are
+timed interleaved (``bench_quantize.interleaved_speedups``: each round times the baseline and every route,
+order rotated), so each speedup is a ratio measured in this run. Routes:
+
+- ONNX Runtime: the whole transformer exported (``torch.onnx.export``, dynamic batch and sequence axes) and
+  quantized by ``onnxruntime.quantization.quantize_dynamic`` (per channel, int8 weights, its other defaults);
+- OpenVINO: ``openvino.convert_model`` of the PyTorch model, ``openvino.compile_model(..., "CPU")`` with the
+  plugin's defaults (which compute in bf16 on CPUs with bf16 instructions), and again with fp32 forced;
+- OpenVINO + NNCF int8: ``nncf.quantize`` with ``ModelType.TRANSFORMER`` on the calibration sentences;
+- torch.ao dynamic int8 per channel;
+- our preset: ``compress(model, Plan.of(DynamicQuantConfig()), example_inputs=..., data=sentences)``.
+
+Every route runs on torch's intra-op thread count. Cosine: mean-pooled embeddings of held-out sentences
+(disjoint from the calibration sentences, both from the offline corpus) against fp32's. Summary rows state the
+issue's targets as ratios of this run: preset speedup / best peer speedup >= 1.0 at batch 32 and >= 0.9 at
+batch 1, preset cosine >= 0.995. Without openvino / nncf (``pip install 'jupyter-compress[deploy]'``) their
+rows say so and the ratios are against the peers measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from jupyter_compress import DynamicQuantConfig, Plan, compress
+
+from .bench_quantize import _torch_ao, interleaved_speedups
+from .timing import at_least, rounds_repeats, skipped, speedup_note
+
+BATCH = 32
+PRESET = "MiniLM int8 preset (quantize.dynamic)"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INSTALL = "pip install 'jupyter-compress[deploy]'"
+
+
+class _Hidden(nn.Module):
+    """The transformer part as timed: tokenized inputs in, last hidden states out (what mean pooling reads)."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                         token_type_ids=token_type_ids).last_hidden_state
+
+
+class _OrtSession(nn.Module):
+    """An ONNX Runtime session called like :class:`_Hidden` (measurement only)."""
+
+    def __init__(self, onnx_bytes: bytes, threads: int):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return torch.from_numpy(self.session.run(None, {n: given[n].numpy() for n in self.names})[0])
+
+
+class _OpenVino(nn.Module):
+    """An OpenVINO compiled model called like :class:`_Hidden` (measurement only)."""
+
+    def __init__(self, compiled):
+        super().__init__()
+        self.compiled = compiled
+        self.names = [i.get_any_name() for i in compiled.inputs]
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return torch.from_numpy(self.compiled({n: given[n].numpy() for n in self.names})[0])
+
+
+@contextlib.contextmanager
+def _quiet_tools():
+    """Export / quantization warnings and logs off; progress bars to stderr (stdout carries the table); and
+    OpenVINO's and NNCF's usage telemetry off for these automated runs (their own CI switches)."""
+    saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
+    os.environ.update({"CI": "true", "NNCF_CI": "1"})
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _pooled(model: nn.Module, batches: list[dict]) -> torch.Tensor:
+    """Mean-pooled (attention mask) sentence embeddings, as sentence-transformers' MiniLM pools."""
+    out = []
+    with torch.inference_mode():
+        for enc in batches:
+            hidden = model(**enc).float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))
+    return torch.cat(out)
+
+
+def _ort_int8(hidden: nn.Module, enc: dict, threads: int) -> nn.Module:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    buffer = io.BytesIO()
+    axes = {n: {0: "batch", 1: "sequence"} for n in (*INPUTS, "last_hidden_state")}
+    with _quiet_tools(), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
+        torch.onnx.export(hidden, tuple(enc[n] for n in INPUTS), buffer, dynamo=False, input_names=list(INPUTS),
+                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17)
+        src, dst = os.path.join(tmp, "fp32.onnx"), os.path.join(tmp, "int8.onnx")
+        with open(src, "wb") as f:
+            f.write(buffer.getvalue())
+        quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+        with open(dst, "rb") as f:
+            return _OrtSession(f.read(), threads)
+
+
+def _precision(compiled) -> str:
+    """The precision the CPU plugin computes float ops in (bf16 by default on CPUs with bf16 instructions)."""
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return value.to_string() if hasattr(value, "to_string") else str(value)
+
+
+def _openvino_routes(hidden: nn.Module, enc: dict, calibration: list[dict], threads: int) -> dict:
+    """name -> (module, note) or (None, why skipped) or an exception, for the three OpenVINO routes."""
+    try:
+        with _quiet_tools():
+            import openvino as ov
+    except ImportError as exc:
+        why = f"skipped: openvino not installed ({INSTALL})"
+        return {name: (None, why, exc) for name in ("ov", "ov32", "nncf")}
+    out: dict = {}
+    try:
+        start = time.perf_counter()
+        with _quiet_tools():
+            ov_model = ov.convert_model(hidden, example_input=dict(enc))
+        converted = time.perf_counter() - start
+        for key, config in (("ov", {}), ("ov32", {"INFERENCE_PRECISION_HINT": "f32"})):
+            compiled = ov.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": threads, **config})
+            out[key] = (_OpenVino(compiled), f"inference precision {_precision(compiled)}, convert {converted:.0f} s")
+    except Exception as exc:  # a conversion this OpenVINO cannot do: its rows say why, the others still run
+        return {name: exc for name in ("ov", "ov32", "nncf")}
+    try:
+        with _quiet_tools():
+            import nncf
+    except ImportError as exc:
+        out["nncf"] = (None, f"skipped: nncf not installed ({INSTALL})", exc)
+        return out
+    try:
+        start = time.perf_counter()
+        with _quiet_tools():
+            nncf.set_log_level(logging.ERROR)
+            dataset = nncf.Dataset(calibration, lambda item: {k: v.numpy() for k, v in item.items()})
+            int8 = nncf.quantize(ov_model, dataset, model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(calibration))
+        took = time.perf_counter() - start
+        compiled = ov.compile_model(int8, "CPU", {"INFERENCE_NUM_THREADS": threads})
+        out["nncf"] = (_OpenVino(compiled), f"{len(calibration)} calibration sentences, quantize {took:.0f} s; "
+                                            f"non-int8 ops in {_precision(compiled)}")
+    except Exception as exc:
+        out["nncf"] = exc
+    return out
+
+
+def _error_row(name: str, exc: BaseException) -> dict:
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return {"name": name, "figure": "speedup vs PyTorch fp32", "baseline": "-", "value": "error", "target": "-",
+            "status": "error", "note": text}
+
+
+def rows(quick: bool) -> list[dict]:
+    from jupyter_compress.examples.minilm import corpus, cosine, features, load_minilm
+
+    model = load_minilm()
+    calibration = corpus(32 if quick else 100)
+    held = corpus(64 if quick else 128, offset=600)  # disjoint from the calibration sentences
+
+    def tokens(sentences: list[str]) -> dict:
+        return {k: v for k, v in features(model, sentences).items() if k in INPUTS}
+
+    baseline = _Hidden(model[0].auto_model.eval()).eval()
+    held_batches = [tokens(held[i:i + BATCH]) for i in range(0, len(held), BATCH)]
+    one = sorted(held, key=len)[len(held) // 2]  # batch 1: the held-out sentence of median length
+    inputs = {BATCH: held_batches[0], 1: tokens([one])}
+    threads = torch.get_num_threads()
+    reference = _pooled(baseline, held_batches)
+
+    routes: dict[str, nn.Module] = {}
+    notes: dict[str, str] = {}
+    out: list[dict] = []
+
+    start = time.perf_counter()
+    preset, report = compress(model, Plan.of(DynamicQuantConfig(compare_routes=False)),
+                              example_inputs=features(model, calibration[:BATCH]), data=calibration, measure=False)
+    route = "onnxruntime" if any(r.detail.get("backend") == "onnxruntime" for r in report.rows) else "torch"
+    routes[PRESET] = _Hidden(preset[0].auto_model)
+    notes[PRESET] = f"route {route}, {len(calibration)} calibration sentences, compress " \
+                    f"{time.perf_counter() - start:.0f} s"
+
+    ort_name = "MiniLM ONNX Runtime quantize_dynamic int8 per-channel (whole transformer exported)"
+    try:
+        start = time.perf_counter()
+        routes[ort_name] = _ort_int8(baseline, inputs[BATCH], threads)
+        notes[ort_name] = f"ONNX Runtime defaults otherwise (every MatMul), export + quantize " \
+                          f"{time.perf_counter() - start:.0f} s"
+    except Exception as exc:  # a route that fails says so in its row; the others still run
+        out.append(_error_row(ort_name, exc))
+
+    names = {"ov": "MiniLM OpenVINO (fp32 model, CPU plugin defaults)",
+             "ov32": "MiniLM OpenVINO fp32 (INFERENCE_PRECISION_HINT=f32)",
+             "nncf": "MiniLM OpenVINO + NNCF int8 (ModelType.TRANSFORMER)"}
+    for key, result in _openvino_routes(baseline, inputs[BATCH], [tokens([s]) for s in calibration],
+                                        threads).items():
+        if isinstance(result, BaseException):
+            out.append(_error_row(names[key], result))
+        elif result[0] is None:
+            out.append({**skipped(names[key], "speedup vs PyTorch fp32", result[1]), "note": INSTALL})
+        else:
+            routes[names[key]], notes[names[key]] = result
+
+    ao_name = "MiniLM torch.ao dynamic int8 per-channel"
+    routes[ao_name] = _torch_ao(baseline, per_channel=True)
+    notes[ao_name] = "quantize_dynamic, per_channel_dynamic_qconfig, every Linear"
+
+    cosines = {name: cosine(reference, _pooled(m, held_batches)) for name, m in routes.items()}
+    candidates = {PRESET: routes[PRESET], **{n: m for n, m in routes.items() if n != PRESET}}
+    timing = {BATCH: {"rounds": 5, "repeats": 1} if quick else {"rounds": 11, "repeats": 3},
+              1: rounds_repeats(quick)}
+    summary = []
+    for batch, bound in ((BATCH, 1.0), (1, 0.9)):
+        x = inputs[batch]
+        speed = interleaved_speedups(baseline, candidates, x, **timing[batch])
+        shape = f"{x['input_ids'].shape[0]} x {x['input_ids'].shape[1]} tokens"
+        for name, r in speed.items():
+            cos = cosines[name]
+            out.append({"name": f"{name}, batch {batch}", "figure": "speedup vs PyTorch fp32",
+                        "baseline": f"fp32 {r['baseline_ms']:.1f} ms", "value": f"{r['speedup']:.2f}x",
+                        "note": f"cosine {float(cos.mean()):.4f} (min {float(cos.min()):.4f}); {shape}; "
+                                f"{notes[name]}; {speedup_note(r)}"})
+        peers = {n: r["speedup"] for n, r in speed.items() if n != PRESET}
+        best = max(peers, key=peers.get) if peers else None
+        ratio = speed[PRESET]["speedup"] / peers[best] if best else float("nan")
+        missing = sorted((set(names.values()) | {ort_name}) - set(routes))
+        summary.append({
+            "name": f"{PRESET} against the best peer, batch {batch}", "figure": "preset speedup / best peer speedup",
+            "baseline": f"best peer {peers[best]:.2f}x" if best else "no peer measured",
+            "value": f"{ratio:.2f}" if best else "n/a", **at_least(ratio, bound, f">= {bound:g}"),
+            "note": f"preset {speed[PRESET]['speedup']:.2f}x; best peer: {best}"
+                    + (f"; not measured: {', '.join(missing)}" if missing else "")})
+    cos = cosines[PRESET]
+    summary.append({"name": PRESET, "figure": f"mean cosine to fp32 (mean-pooled), {len(held)} held-out sentences",
+                    "baseline": "fp32 1.0000", "value": f"{float(cos.mean()):.4f}",
+                    **at_least(float(cos.mean()), 0.995, ">= 0.995"),
+                    "note": f"min {float(cos.min()):.4f}; calibrated on {len(calibration)} other sentences"})
+    return summary + out
+
+
+if __name__ == "__main__":
+    from .__main__ import format_table
+
+    print(format_table(rows("--quick" in sys.argv)))
