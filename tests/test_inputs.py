@@ -188,3 +188,29 @@ def test_bert_int8_artifact_saved_with_a_padded_batch_loads_without_inputs():
     assert jc.state_dict_hash(back) == jc.state_dict_hash(small)
     with torch.no_grad():
         assert torch.equal(back(**enc).logits, small(**enc).logits)
+
+
+@pytest.mark.parametrize("verb", ["compare", "sensitivity", "auto", "advise"])
+def test_strategy_verbs_take_sentences_with_a_tokenizer_and_refuse_them_in_one_line_without(verb):
+    """A Hugging Face model and plain sentences: with tokenizer= every strategy verb tokenizes them (as
+    compress does); without one, the same one-line 'no tokenizer' error as compress, not a deep AttributeError."""
+    model, _, tok = zoo.make("bert")
+    sentences = list(zoo.SENTENCES[:8])
+    calls = {"compare": lambda **kw: jc.compare(model, sentences, budget=0.5, methods=["prune"], **kw),
+             "sensitivity": lambda **kw: jc.sensitivity(model, data=sentences, methods=["prune"], ratios=(0.5,),
+                                                        progress=False, cache_dir=False, **kw),
+             "auto": lambda **kw: jc.auto(model, data=sentences, methods=["prune"], ratios=(0.5,), max_trials=2,
+                                          progress=False, cache_dir=False, **kw),
+             "advise": lambda **kw: jc.advise(model, data=sentences, mix=False, time_budget_s=None, **kw)}
+    with pytest.raises(jc.CompressError, match="no tokenizer") as info:
+        calls[verb]()
+    assert "\n" not in str(info.value)
+    result = calls[verb](tokenizer=tok)
+    if verb == "compare":
+        assert any(not r.get("error") for r in result.rows)
+    elif verb == "sensitivity":
+        assert result.points and all(p["method"] == "prune" for p in result.points)
+    elif verb == "auto":
+        assert result.sensitivity.points
+    else:
+        assert any(s["qualifies"] for s in result.strategies)

@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import CompressError
 
 __all__ = ["call_model", "call_args", "INPUT_ERRORS", "first_line", "attach_tokenizer", "given_tokenizer", "find_tokenizer", "tokenize", "prepare_inputs",
-           "prepare_data", "auto_example", "is_sentences", "ACCEPTED_FORMS", "InputsError"]
+           "prepare_data", "prepare_all", "auto_example", "is_sentences", "ACCEPTED_FORMS", "InputsError"]
 
 ACCEPTED_FORMS = ("a tensor, a tuple of tensors (positional arguments), a dict or tokenizer output "
                   "(keyword arguments), or a list of strings for a model with a tokenizer (tokenizer=)")
@@ -154,6 +154,13 @@ def prepare_inputs(model: nn.Module, inputs: Any) -> Any:
     if is_sentences(inputs):
         return tokenize(model, list(inputs))
     return inputs
+
+
+def prepare_all(model: nn.Module, example_inputs: Any, data: Any, tokenizer: Any = None) -> tuple[Any, Any]:
+    """``(example_inputs, data)`` in tensors: ``tokenizer`` (if given) remembered for ``model``, then lists of
+    strings tokenized by the model's tokenizer (a one-line :class:`InputsError` when it has none)."""
+    attach_tokenizer(model, tokenizer)
+    return prepare_inputs(model, example_inputs), prepare_data(model, data)
 
 
 def prepare_data(model: nn.Module, data: Any, batch_size: int = 32) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core.inputs import prepare_all
 from ..core.metrics import measure_latency
 from ..core.plan import Plan
 from ..core.registry import Method, methods_in_order
@@ -131,11 +132,12 @@ def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] 
            example_inputs: Any = None, target: str = "cpu-server", memory_mb: float | None = None,
            latency_ms: float | None = None, max_drop: float | None = 0.01, time_budget_s: float | None = 120,
            metric: str | None = None, higher_is_better: bool = True, subsample: int | None = 256,
-           mix: bool = True, cache_dir: Any = None) -> Advice:
+           mix: bool = True, cache_dir: Any = None, tokenizer: Any = None) -> Advice:
     """Ranked strategies for ``model`` under the given limits; see the module docstring.
 
     With ``mix`` (and time left), a per-layer mix found by :func:`auto` within ``max_drop`` is probed too.
     """
+    example_inputs, data = prepare_all(model, example_inputs, data, tokenizer)  # sentences tokenized
     if target not in TARGETS:
         raise InvalidConfigError(f"target must be one of {', '.join(TARGETS)}; got {target!r}.")
     start = time.monotonic()

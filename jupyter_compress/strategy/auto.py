@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core.inputs import prepare_all
 from ..core.metrics import measure_latency
 from ..core.plan import Plan
 from ..core.report import Report
@@ -81,8 +82,10 @@ def auto(
     subsample: int | None = None,
     progress: bool = True,
     seed: int = 0,
+    tokenizer: Any = None,
 ) -> AutoResult:
     """Search a plan whose drop in the metric is at most ``max_drop``; see the module docstring."""
+    example_inputs, data = prepare_all(model, example_inputs, data, tokenizer)
     settings = SweepSettings(eval=eval, data=data, example_inputs=example_inputs, methods=methods, ratios=ratios,
                              layers=layers, metric=metric, higher_is_better=higher_is_better, subsample=subsample,
                              executor=executor, cache_dir=cache_dir, progress=progress, seed=seed)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core.apply import compress
 from ..core.evaluate import Evaluator
+from ..core.inputs import prepare_all
 from ..core.jsonsafe import json_safe
 from ..core.metrics import model_bytes
 from ..core.metrics_size import disk_sizes
@@ -176,13 +177,15 @@ def _measure(model, cand: Candidate, *, ev: Evaluator, base: dict, key: str | No
 
 def compare(model: nn.Module, data: Any = None, *, eval: Callable[[nn.Module], Any] | None = None,
             budget: float = 0.5, example_inputs: Any = None, methods: Sequence[str] | None = None,
-            retrain_above: float = 0.01, max_batches: int | None = None) -> ComparisonTable:
+            retrain_above: float = 0.01, max_batches: int | None = None, tokenizer: Any = None) -> ComparisonTable:
     """Run each method family at ``budget`` (fraction of the targeted layers' parameters kept) on a
     copy of ``model`` and measure it: see :class:`ComparisonTable`. ``data`` is ``(X, y)``, ``X`` or
     batches (labels give task metrics, otherwise fidelity to ``model``'s outputs); ``eval`` adds the
     user's own metric (used as the quality column when no labels are given); ``example_inputs``
     (default: the first batch of ``data``) is used for latency and to trace structured pruning;
-    ``methods`` keeps only rows whose methods or family are listed. ``model`` is never changed."""
+    ``methods`` keeps only rows whose methods or family are listed; lists of sentences are tokenized by
+    ``tokenizer`` (or the model's own). ``model`` is never changed."""
+    example_inputs, data = prepare_all(model, example_inputs, data, tokenizer)
     if not 0 < budget < 1:
         raise ValueError(f"budget must be a float in (0, 1) (fraction of parameters kept); got {budget!r}.")
     from ..core.data import iter_batches

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from .. import __version__
+from ..core.inputs import prepare_all
 from ..core.metrics import state_dict_hash
 from ..core.plan import Plan, Step
 from ..core.registry import get_method
@@ -104,14 +105,17 @@ def sensitivity(
     progress: bool = True,
     seed: int = 0,
     should_stop: Callable[[], bool] | None = None,
+    tokenizer: Any = None,
 ) -> Sensitivity:
     """Measure every (method, unit, ratio) point; see the module docstring.
 
     ``eval(model)`` gives the metric (a number or a dict; ``metric`` picks the key), else fidelity
     (output cosine) on ``data`` / ``example_inputs``, cut to ``subsample`` examples. ``methods``
     defaults to the registered per-layer methods that the given data allows. ``cache_dir=False`` turns
-    the disk cache off. Ctrl-C or ``time_budget_s`` stop early and keep what was measured.
+    the disk cache off. Ctrl-C or ``time_budget_s`` stop early and keep what was measured. Lists of sentences
+    are tokenized by ``tokenizer`` (or the model's own).
     """
+    example_inputs, data = prepare_all(model, example_inputs, data, tokenizer)
     return sweep(model, SweepSettings(
         eval=eval, data=data, example_inputs=example_inputs, methods=methods, ratios=ratios, layers=layers,
         metric=metric, higher_is_better=higher_is_better, subsample=subsample, executor=executor,
