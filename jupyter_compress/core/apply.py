@@ -154,8 +154,8 @@ def _compress_into(
     ran: Plan | None = None
     start = time.perf_counter()
     try:
-        rows, notes, timings = run_steps(target, plan, swaps, data, example_inputs, on_step, reference,
-                                         functions, replay)
+        rows, notes, timings, pinned = run_steps(target, plan, swaps, data, example_inputs, on_step, reference,
+                                                 functions, replay)
         timings["compress s"] = time.perf_counter() - start
         metrics_after: dict[str, Any] = {}
         if check_inputs is not None:
@@ -180,7 +180,7 @@ def _compress_into(
                                               target.get_submodule(name)) for name, old in swaps])
         if larger:
             notes.insert(0, larger)
-        ran = dataclasses.replace(plan, versions=current_versions())
+        ran = dataclasses.replace(pinned, versions=current_versions())
         report = Report(
             rows=rows,
             plan=ran.to_dict(),

@@ -41,6 +41,9 @@ class MethodResult:
     replacements: dict[str, nn.Module]
     rows: list[Any]
     notes: list[str] = dataclasses.field(default_factory=list)
+    # config fields the method resolved on this run from measurements (e.g. which route was fastest): the
+    # report's plan records the step with them, so replaying it repeats the choice without measuring again
+    pinned: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 ApplyFn = Callable[[nn.Module, list[str], MethodConfig, Any], MethodResult]

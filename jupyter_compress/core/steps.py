@@ -7,6 +7,7 @@ the model back to the very same modules after an error or an interrupt at any po
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -71,9 +72,11 @@ def run_steps(
     reference: nn.Module | None = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     replay: bool = False,
-) -> tuple[list, list, dict]:
-    """Run every step of ``plan`` on ``model``; return (report rows, notes, timings). ``swaps`` receives
-    each ``(layer name, original module)`` before the swap is made (``None`` for a copy's dropped layer)."""
+) -> tuple[list, list, dict, Plan]:
+    """Run every step of ``plan`` on ``model``; return (report rows, notes, timings, the plan as it ran: steps
+    with the fields their methods pinned). ``swaps`` receives each ``(layer name, original module)`` before the
+    swap is made (``None`` for a copy's dropped layer)."""
+    ran_steps = list(plan.steps)
     rows: list = []
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -129,8 +132,10 @@ def run_steps(
             timings[f"step {index + 1} ({method.name}) s"] = time.perf_counter() - start
             rows += result.rows
             notes += [n for n in result.notes if n not in notes]
+            if result.pinned:  # validated like any config: a method cannot pin a value its config refuses
+                ran_steps[index] = dataclasses.replace(step, config=dataclasses.replace(step.config, **result.pinned))
     if spilled[0]:
         notes.append(f"The undo record ({spilled[0] / 2**20:,.0f} MiB of replaced layers) is kept on disk in "
                      f"{undo.folder_name()} until revert_(model) or forget_undo(model), so the in-place run needs "
                      f"about the model's own memory.")
-    return rows, notes, timings
+    return rows, notes, timings, dataclasses.replace(plan, steps=tuple(ran_steps))

@@ -301,7 +301,8 @@ class TunePanel:
             self.progress.layout.display = self.stop_button.layout.display = "none"
             self.apply_button.disabled = False
         self.result = (result, report)
-        self.applied_plan = plan  # the very object compress ran: Generate cell writes this
+        ran = Plan.from_dict(report.plan)  # with any choice a method measured and pinned on this run
+        self.applied_plan = plan if ran.steps == plan.steps else ran  # what compress ran: Generate cell writes it
         self._applied_where = (bool(self.inplace.value), self.target.value)
         self.revert_button.disabled = False
         where = f"{self.name} in place" if self.inplace.value else f"as {self.target.value!r}"
