@@ -214,3 +214,35 @@ def test_strategy_verbs_take_sentences_with_a_tokenizer_and_refuse_them_in_one_l
         assert result.sensitivity.points
     else:
         assert any(s["qualifies"] for s in result.strategies)
+
+
+def test_a_tokenizer_output_is_one_batch_of_data_not_its_keys():
+    """data=enc (a dict or BatchEncoding, the natural input of a Hugging Face model) is one batch; with its
+    labels, one labelled batch. It used to be iterated by its keys (strings fed to the model)."""
+    from jupyter_compress.core.data import iter_batches
+
+    model, enc, tok = zoo.make("bert")
+    enc = tok(zoo.SENTENCES[:4], padding=True, return_tensors="pt")
+    assert [(b is enc, t) for b, t in iter_batches(enc)] == [(True, None)]
+    labels = torch.tensor([0, 1, 0, 1])
+    [(batch, targets)] = list(iter_batches((enc, labels)))
+    assert batch is enc and torch.equal(targets, labels)
+    table = jc.compare(model, enc, budget=0.5, methods=["prune"])
+    assert [r["label"] for r in table.rows if not r.get("error")] == ["pruning, unstructured"]
+
+
+def test_prune_then_int8_on_a_whole_encoder_reports_without_looking_up_absorbed_layers():
+    """Pruning swaps Linears inside BERT's encoder; int8 then runs the whole encoder in ONNX Runtime, so those
+    Linears are no longer in the model. The report's size check used to look them up and fail."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                     intermediate_size=128, vocab_size=200)).eval()
+    enc = {"input_ids": torch.randint(0, 200, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    original = jc.state_dict_hash(model)
+    small, report = jc.compress(model, jc.Plan.of(jc.PruneConfig(amount=0.5), jc.DynamicQuantConfig()),
+                                example_inputs=enc)
+    assert {r.method for r in report.compressed_rows} == {"prune", "quantize.dynamic"}
+    assert small(**enc).logits.shape == model(**enc).logits.shape
+    assert jc.state_dict_hash(model) == original

@@ -86,6 +86,14 @@ def _check_example(model: nn.Module, example_inputs: Any, built: str | None = No
                           f"{ACCEPTED_FORMS}, shaped like the model's real input.") from None
 
 
+def _holds(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
@@ -176,8 +184,11 @@ def _compress_into(
         left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
                                ", ".join(m.name for m in methods))
         notes = input_notes + notes + ([left] if left else [])
+        # a layer a later step absorbed (prune, then int8 runs its whole encoder in ONNX Runtime) is no longer
+        # in the model: the later swap of its ancestor accounts for it
+        present = [(name, old) for name, old in swaps if _holds(target, name)]
         larger = larger_note(before, after, [(name, _original_layer(reference, name) if old is None else old,
-                                              target.get_submodule(name)) for name, old in swaps])
+                                              target.get_submodule(name)) for name, old in present])
         if larger:
             notes.insert(0, larger)
         ran = dataclasses.replace(pinned, versions=current_versions())

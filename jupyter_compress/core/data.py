@@ -1,12 +1,13 @@
 """User data in the shapes people have it, turned into batches.
 
 Accepted: a ``DataLoader`` or any iterable of batches (each ``inputs`` or ``(inputs, targets)``);
-a tuple ``(X, y)`` of tensors / arrays; a single tensor / array ``X`` (unlabelled).
+a tuple ``(X, y)`` of tensors / arrays; a single tensor / array ``X`` (unlabelled); one mapping of model inputs
+(a dict, a tokenizer's ``BatchEncoding``), alone or with its targets, as one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,10 @@ def iter_batches(data: Any, *, batch_size: int = 64, max_batches: int | None = N
             raise InvalidConfigError(f"data=(X, y) needs as many targets as inputs; got {len(X)} inputs and "
                                      f"{len(y)} targets.")
         source = ((X[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(X), batch_size))
+    elif isinstance(data, Mapping):  # keyword inputs (a tokenizer's output): one batch, not its keys
+        source = iter([(data, None)])
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Mapping) and _is_array(data[1]):
+        source = iter([(data[0], _tensor(data[1]))])
     elif _is_array(data):
         X = _tensor(data)
         source = ((X[i:i + batch_size], None) for i in range(0, len(X), batch_size))
