@@ -16,7 +16,7 @@ from ...errors import CompressError
 from .._common import Conv1D
 
 __all__ = ["unsupported_note", "BackendUnavailableError", "CalibrationDataError", "sqnr_db", "calibration_batches", "capture_inputs",
-           "run_batches", "quiet", "output_error", "expected_shape", "held_count"]
+           "run_batches", "fresh", "quiet", "output_error", "expected_shape", "held_count"]
 
 
 class BackendUnavailableError(CompressError, ImportError):
@@ -163,6 +163,16 @@ def _check_batch(index: int, batch: Any, example_inputs: Any, expected: str) -> 
                                    f"{expected}; pass batches shaped like example_inputs.")
 
 
+def fresh(batch: Any) -> Any:
+    """A shallow copy of a dict batch: sentence-transformers writes its outputs into the features dict it is
+    given, and a batch run twice must not carry the first run's outputs into the second."""
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    if isinstance(batch, tuple):
+        return tuple(fresh(b) for b in batch)
+    return batch
+
+
 def run_batches(model: nn.Module, batches: list[Any], names: list[str], example_inputs: Any) -> None:
     """Run ``model`` on each batch (eval mode, no grad), turning shape errors into a clear message."""
     expected = expected_shape(model, names, example_inputs)
@@ -170,7 +180,7 @@ def run_batches(model: nn.Module, batches: list[Any], names: list[str], example_
         for i, batch in enumerate(batches):
             _check_batch(i, batch, example_inputs, expected)
             try:
-                call_model(model, batch)
+                call_model(model, fresh(batch))
             except INPUT_ERRORS as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in _shapes(batch)) or type(batch).__name__

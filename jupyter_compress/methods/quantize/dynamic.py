@@ -27,15 +27,18 @@ from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import (
     calibration_batches,
     capture_inputs,
+    fresh,
     output_error,
     run_batches,
     sqnr_db,
     unsupported_note,
 )
 from .ort import ort_available, require_ort
+from .ov import INSTALL, nncf_available, require_ov
 from .qlinear import DynamicInt8Linear
 from .recurrent import DynamicInt8Recurrent
-from .regions import build_region_rows, compare_routes, plan_regions
+from .regions import build_region_rows, compare_routes, plan_regions, record_calls
+from .routes import Route, candidate_backends, measure_routes, pick, routes_note, time_float, torch_region
 
 __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
 
@@ -44,8 +47,11 @@ __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
 class DynamicQuantConfig(MethodConfig):
     """Dynamic int8: int8 weights, activations quantized per call; the fastest accurate route by default."""
 
-    backend: str = param("auto", help="'auto': ONNX Runtime where installed and example inputs are given, "
-                         "else torch; 'onnxruntime' or 'torch' to force one", choices=("auto", "onnxruntime", "torch"))
+    backend: str = param("auto", help="'auto': measure the routes installed (OpenVINO + NNCF, ONNX Runtime, "
+                         "torch) on the example inputs and take the fastest within min_cosine (recorded in the "
+                         "plan); or force one", choices=("auto", "openvino", "openvino-bf16", "onnxruntime", "torch"))
+    min_cosine: float = param(0.995, help="fidelity budget of backend='auto': a route's output must keep this "
+                              "mean cosine to float on the calibration data", check=Interval(0.0, 1.0))
     per_channel: bool = param(True, help="one weight scale per output channel (else one per tensor)", check=Boolean())
     max_error: float = param(0.0, help="keep in float any Linear whose relative output error on the calibration "
                              "data exceeds this (0 = quantize every selected Linear)", check=Interval(0.0, 10.0))
@@ -118,43 +124,30 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     names = [n for n in names if n not in recurrent]
     if config.backend == "onnxruntime":
         require_ort("quantize.dynamic")
-    batches = calibration_batches(ctx, required=config.backend == "onnxruntime" or config.max_error > 0,
-                                  method="quantize.dynamic")
-    use_ort = config.backend == "onnxruntime" or (config.backend == "auto" and ort_available() and bool(batches))
+    elif config.backend.startswith("openvino"):
+        require_ov("quantize.dynamic")
+    runtime = config.backend not in ("auto", "torch")
+    batches = calibration_batches(ctx, required=runtime or config.max_error > 0, method="quantize.dynamic")
+    use_ort = runtime or (config.backend == "auto" and (ort_available() or nncf_available()) and bool(batches))
     notes: list[str] = []
     with capture_inputs(model, names, max_rows=1024, flatten=True) as inputs, plan_regions(model, names, use_ort) as planner, \
             capture_inputs(model, recurrent, max_rows=64) as recurrent_inputs:
         if batches:
             run_batches(model, batches, names + recurrent, getattr(ctx, "example_inputs", None))
-    regions = planner.regions() if use_ort else [(None, list(names))]
+    regions = planner.regions(climb=True) if use_ort else [(None, list(names))]
     replacements: dict[str, nn.Module] = {}
     rows = []
+    chosen: set[str] = set()
     for region, group in regions:
         if region is not None:
-            try:
-                new, region_rows, region_notes = build_region_rows(model, region, group, planner.calls[region],
-                                                                   inputs, config, simulate_dynamic_int8)
-            except Exception as exc:  # an export the tracer cannot handle: fall back to torch, and say so
-                if config.backend == "onnxruntime":
-                    raise
-                notes.append(f"{region}: ONNX export failed ({type(exc).__name__}: {str(exc)[:120]}); "
-                             f"its Linears use torch's int8 kernels instead.")
-                region = None
-            else:
-                grown = model_bytes(new) - model_bytes(model.get_submodule(region))
-                if grown > 0 and config.backend == "auto":
-                    # a small region: the ONNX graph's structure outweighs what int8 saves (deterministic: the
-                    # choice depends on sizes, never on timings, so a replayed plan makes the same model)
-                    notes.append(f"{region}: its ONNX Runtime graph would be {grown:,} bytes larger than its "
-                                 f"float weights, so its Linears use torch's int8 kernels (the model stays "
-                                 f"smaller); backend='onnxruntime' forces that route.")
-                    region = None
-            if region is not None:
-                replacements[region] = new
-                rows += region_rows
-                notes += region_notes
-                if config.compare_routes:
-                    notes.append(compare_routes(model, region, group, planner.calls[region], new,
+            route = _region_route(model, region, group, planner.calls[region], inputs, config, batches, ctx, notes)
+            chosen.add(route.backend)
+            if route.module is not None:
+                replacements[region] = route.module
+                rows += route.rows
+                notes += route.notes
+                if config.compare_routes and route.backend == "onnxruntime" and config.backend != "auto":
+                    notes.append(compare_routes(model, region, group, planner.calls[region], route.module,
                                                 config.per_channel))
                 continue
         for name in group:
@@ -182,4 +175,62 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     if kept:
         notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
     notes += unsupported_note(model, (*LINEAR_TYPES, nn.LSTM, nn.GRU), "quantize.dynamic")
-    return MethodResult(replacements, rows, notes)
+    # the measured route is recorded in the plan: a replay builds it without measuring (one route per step)
+    pinned = {"backend": chosen.pop()} if config.backend == "auto" and len(chosen) == 1 else {}
+    return MethodResult(replacements, rows, notes, pinned=pinned)
+
+
+def _region_route(model: nn.Module, region: str, group: list[str], call, inputs: dict, config: DynamicQuantConfig,
+                  batches: list, ctx: Any, notes: list[str]) -> Route:
+    """Build the region's route: the one forced by ``config.backend``, or (auto) every candidate, measured,
+    and the fastest within ``config.min_cosine``. A Route with no module means 'its Linears on torch'."""
+    module = model.get_submodule(region)
+    rel = [n[len(region) + 1:] for n in group]
+    whole = {r for r, m in module.named_modules() if isinstance(m, LINEAR_TYPES) and r} <= set(rel) \
+        and not config.max_error
+    backends = candidate_backends(config.backend, whole)
+    if config.backend == "auto" and whole and not any(b.startswith("openvino") for b in backends):
+        notes.append(f"{region}: OpenVINO + NNCF are not installed, so their route was not measured "
+                     f"({INSTALL}); measured: {', '.join(backends)}.")
+    example = getattr(ctx, "example_inputs", None)
+    calls: list = []
+    if any(b.startswith("openvino") for b in backends) or len(backends) > 1:
+        def run():
+            run_batches(model, [fresh(b) for b in ([example] if example is not None else []) + batches], [], example)
+
+        calls = record_calls(model, region, run)
+    routes = []
+    for backend in backends:
+        if backend == "torch":
+            routes.append(Route("torch", torch_region(module, rel, config.per_channel) if len(backends) > 1 else None))
+            continue
+        try:
+            new, rows, region_notes = build_region_rows(model, region, group, call, inputs, config,
+                                                        simulate_dynamic_int8, backend=backend, calibration=calls)
+        except Exception as exc:  # an export the converter cannot handle: the next route, and say so
+            if config.backend != "auto":
+                raise
+            routes.append(Route(backend, error=f"export failed ({type(exc).__name__}: {str(exc)[:100]})"))
+            continue
+        grown = model_bytes(new) - model_bytes(module)
+        if grown > 0 and config.backend == "auto":
+            # a small region: the graph's structure outweighs what int8 saves (a size rule, not a timing)
+            routes.append(Route(backend, error=f"its graph would be {grown:,} bytes larger than the float weights"))
+            continue
+        routes.append(Route(backend, new, rows, region_notes))
+    if len(routes) == 1:
+        return routes[0] if routes[0].module is not None or routes[0].backend == "torch" else Route("torch")
+    measure_routes(model, region, routes, ([example] if example is not None else []) + batches,
+                   (calls or [call[:2]])[0])
+    best, within = pick(routes, config.min_cosine)
+    notes.append(routes_note(region, routes, best, within, config.min_cosine,
+                             time_float(module, (calls or [call[:2]])[0])))
+    if best.backend == "torch":
+        return Route("torch")
+    # the region's raw output includes positions the model masks out (padding); what the user sees is the
+    # model's output, measured above, so the region's row and note quote that
+    best.rows[-1] = dataclasses.replace(best.rows[-1], error=1.0 - best.cosine,
+                                        error_kind="1 - cosine of the model's output (calibration data)")
+    best.notes[0] = best.notes[0].split("; its output differs")[0] + \
+        f"; the model's output keeps cosine {best.cosine:.4f} to float on the calibration data."
+    return best

@@ -20,7 +20,18 @@ from .._common import linear_view
 from ._common import output_error, sqnr_db
 from .ort import _flatten, export_quantized
 
-__all__ = ["plan_regions", "build_region_rows", "compare_routes"]
+__all__ = ["plan_regions", "record_calls", "build_region_rows", "compare_routes"]
+
+
+_SCALARS = (bool, int, float, str, type(None))
+MAX_CALLS = 32  # recorded calls per region: NNCF's calibration set (its default subset is 300 samples)
+
+
+def _flat_args(call) -> bool:
+    """Called with tensors and plain constants only: such a call can be exported with its constants kept."""
+    args, kwargs, _ = call
+    return all(isinstance(a, (torch.Tensor, *_SCALARS)) for a in (*args, *kwargs.values())) and any(
+        isinstance(a, torch.Tensor) for a in (*args, *kwargs.values()))
 
 
 class _Planner:
@@ -38,15 +49,38 @@ class _Planner:
                 return True
         return False
 
-    def regions(self) -> list[tuple[str | None, list[str]]]:
-        """``(region, linears)`` pairs; ``region`` None means 'each Linear on its own (torch route)'."""
+    def regions(self, climb: bool = False) -> list[tuple[str | None, list[str]]]:
+        """``(region, linears)`` pairs; ``region`` None means 'each Linear on its own (torch route)'.
+
+        With ``climb``, a region grows to its outermost ancestor that was called with tensors and constants,
+        holds no other region's Linears and shares no weight outside: the whole called model (a BERT model
+        with its embeddings) runs in the runtime, without PyTorch glue between its parts (at batch 1 that
+        glue costs as much as the int8 MatMuls save)."""
         parts = [n.split(".") for n in self.names]
         common = []
         for level in zip(*parts):
             if len(set(level)) != 1:
                 break
             common.append(level[0])
-        return self._visit(".".join(common), list(self.names))
+        found = self._visit(".".join(common), list(self.names))
+        if not climb:
+            return found
+        out = []
+        for region, group in found:
+            if region is not None:
+                others = [n for r, g in found if r != region for n in g]
+                while "." in region:
+                    parent = region.rsplit(".", 1)[0]
+                    if (parent not in self.calls or not _flat_args(self.calls[parent]) or self._tied_outside(parent)
+                            or any(n.startswith(parent + ".") for n in others)):
+                        break
+                    region = parent
+                group = group + [n for r, g in found if r is None for n in g
+                                 if n.startswith(region + ".") and n not in group]
+            out.append((region, group))
+        taken = {n for r, g in out if r is not None for n in g}
+        return [(r, g) if r is not None else (r, [n for n in g if n not in taken]) for r, g in out
+                if r is not None or any(n not in taken for n in g)]
 
     def _visit(self, path: str, group: list[str]) -> list[tuple[str | None, list[str]]]:
         module = self.model.get_submodule(path)
@@ -67,20 +101,58 @@ class _Planner:
 
 @contextlib.contextmanager
 def plan_regions(model: nn.Module, names: list[str], active: bool) -> Iterator[_Planner]:
-    """While the model runs, record the first call (args, kwargs, output) of each ancestor of ``names``."""
+    """While the model runs, record the calls (args, kwargs; the first one's output too) of each ancestor
+    of ``names``. The instance's ``forward`` is wrapped rather than hooked: callers such as
+    sentence-transformers call ``module.forward(...)`` directly, which hooks do not see."""
     planner = _Planner(model, names)
-    handles = []
+    patched: list[tuple[nn.Module, bool, Any]] = []
     if active:
         ancestors = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
         for path in sorted(ancestors):
-            def hook(module, args, kwargs, output, path=path):
-                planner.calls.setdefault(path, (args, dict(kwargs), output))
-            handles.append(model.get_submodule(path).register_forward_hook(hook, with_kwargs=True))
+            module = model.get_submodule(path)
+            own = "forward" in module.__dict__
+            original = module.forward
+
+            def forward(*args, __path=path, __original=original, **kwargs):
+                output = __original(*args, **kwargs)
+                planner.calls.setdefault(__path, (args, dict(kwargs), output))
+                return output
+
+            patched.append((module, own, module.__dict__.get("forward")))
+            module.forward = forward
     try:
         yield planner
     finally:
-        for h in handles:
-            h.remove()
+        _unpatch(patched)
+
+
+def _unpatch(patched) -> None:
+    for module, own, previous in patched:
+        if own:
+            module.forward = previous
+        else:
+            del module.forward
+
+
+def record_calls(model: nn.Module, path: str, run: Callable[[], None], limit: int = MAX_CALLS) -> list[tuple]:
+    """The first ``limit`` calls (args, kwargs) of submodule ``path`` while ``run()`` runs the calibration data:
+    the calibration set of a runtime's own quantizer. Recorded for the chosen region only, after the plan."""
+    module = model.get_submodule(path)
+    calls: list[tuple] = []
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        if len(calls) < limit:
+            calls.append((args, dict(kwargs)))
+        return original(*args, **kwargs)
+
+    patched = [(module, "forward" in module.__dict__, module.__dict__.get("forward"))]
+    module.forward = forward
+    try:
+        run()
+    finally:
+        _unpatch(patched)
+    return calls
 
 
 def _int8_linear_bytes(linear: nn.Linear) -> int:
@@ -89,8 +161,15 @@ def _int8_linear_bytes(linear: nn.Linear) -> int:
     return out_f * in_f + out_f * 5 + (out_f * 4 if linear.bias is not None else 0)
 
 
+RUNTIMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "openvino-bf16": "OpenVINO"}
+
+
 def build_region_rows(model: nn.Module, region: str, group: list[str], call, inputs: dict[str, list],
-                      config, simulate: Callable) -> tuple[nn.Module, list[LayerRow], list[str]]:
+                      config, simulate: Callable, backend: str = "onnxruntime",
+                      calibration: list | None = None) -> tuple[nn.Module, list[LayerRow], list[str]]:
+    """The region exported to ``backend`` with int8 MatMuls, and its report rows: one per Linear and one for
+    the region's other layers. ONNX Runtime: ``quantize_dynamic`` (per channel); OpenVINO: NNCF's static int8
+    on ``calibration`` (the region's recorded calls), its float operations in f32 or (``openvino-bf16``) bf16."""
     module = model.get_submodule(region)
     args, kwargs, output = call
     selected = set(group)
@@ -109,8 +188,22 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
                 else None
             errors[full] = err
             paths[rel] = full in selected and not (config.max_error and err is not None and err > config.max_error)
-    new, counts = export_quantized(module, args, kwargs, output, paths, label=f"int8 {type(module).__name__}",
-                                   reduce_range=reduce_range)
+    runtime = RUNTIMES[backend]
+    if backend == "onnxruntime":
+        new, counts = export_quantized(module, args, kwargs, output, paths, label=f"int8 {type(module).__name__}",
+                                       reduce_range=reduce_range)
+        how = "int8 MatMuls, per-channel weights; other operations in float32"
+    else:
+        from .ov import export_openvino
+
+        if not all(paths.values()):  # NNCF would quantize them too: this route is offered only for whole regions
+            raise ValueError("the OpenVINO route quantizes every Linear of its region")
+        new = export_openvino(module, args, kwargs, output, label=f"int8 {type(module).__name__}",
+                              calibration=calibration or [(args, kwargs)])
+        new.precision = "bf16" if backend == "openvino-bf16" else "f32"
+        counts = {rel: 1 for rel in paths}
+        how = (f"NNCF static int8 on {len(calibration or [1])} calibration call(s){', transformer preset' if new.transformer else ''}; "
+               f"other operations in {new.precision}")
     with torch.no_grad():
         got = _flatten(new(*args, **kwargs))[0]
     region_error = relative_error(_flatten(output)[0], got)
@@ -123,27 +216,26 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
         if not paths.get(rel, False):
             skipped = f"kept in float: relative output error {errors[name]:.4f} > max_error {config.max_error:g}"
         elif not quantized:
-            skipped = "its MatMul was not found in the exported ONNX graph, so it runs in float"
+            skipped = f"its MatMul was not found in the exported {runtime} graph, so it runs in float"
         after = _int8_linear_bytes(layer) if quantized else model_bytes(layer)
         p, nz, b = count_params(layer), count_nonzero(layer), model_bytes(layer)
         sum_params, sum_nz, sum_before, sum_after = sum_params + p, sum_nz + nz, sum_before + b, sum_after + after
         rows.append(LayerRow(
             name=name, method=config.method, layer_type="Linear",
-            new_type=f"{f'int{bits}' if quantized else 'float32'} MatMul in ONNX Runtime ({region})",
+            new_type=f"{f'int{bits}' if quantized else 'float32'} MatMul in {runtime} ({region})",
             params_before=p, params_after=p, nonzeros_before=nz, nonzeros_after=nz, bytes_before=b, bytes_after=after,
             error=errors[name], error_kind="rel_output_error", skipped=skipped,
-            detail={"backend": "onnxruntime", "weight_bits": bits,
+            detail={"backend": backend, "weight_bits": bits,
                     "sqnr_db": round(sqnr_db(linear_view(layer).weight, _dq(layer, config, bits)), 2)}))
     rows.append(LayerRow(
         name=region, method=config.method, layer_type=f"{type(module).__name__} (other layers)",
-        new_type="OrtModule", params_before=count_params(module) - sum_params,
+        new_type=type(new).__name__, params_before=count_params(module) - sum_params,
         params_after=count_params(module) - sum_params, nonzeros_before=count_nonzero(module) - sum_nz,
         nonzeros_after=count_nonzero(module) - sum_nz,
         bytes_before=model_bytes(module) - sum_before, bytes_after=max(0, model_bytes(new) - sum_after),
         error=region_error, error_kind="rel_output_error (whole region)",
-        detail={"backend": "onnxruntime", "onnx_bytes": model_bytes(new)}))
-    notes = [f"{region} runs in ONNX Runtime (int8 MatMuls, per-channel weights; other operations in float32); "
-             f"its output differs from float by {region_error:.4f} (relative) on the first calibration batch."]
+        detail={"backend": backend, "graph_bytes": model_bytes(new)}))
+    notes = [f"{region} runs in {runtime} ({how}); its output differs from float by {region_error:.4f} (relative) on the first calibration batch."]
     return new, rows, notes
 
 

@@ -1,0 +1,200 @@
+"""OpenVINO as an execution backend behind the same module interface (issue 21).
+
+A submodule called as a unit (a BERT model, a ResNet) is converted by ``openvino.convert_model`` with the
+inputs it was seen called with, optionally quantized to int8 by NNCF's post-training quantization
+(``nncf.quantize``; ``ModelType.TRANSFORMER`` for attention models, which adds SmoothQuant and keeps the
+sensitive operations in float, as NNCF's authors tuned it), and replaced by :class:`OvModule`. The module takes
+the same arguments and returns the same output structure as the module it replaces (tensor, tuple, dict or a
+Hugging Face ``ModelOutput``). Its IR (xml + bin, int8 weights stored as int8) is the module's buffers, so
+its size is measured, it survives ``state_dict`` and deepcopy, and the compiled model is rebuilt from them.
+
+We quantize with NNCF rather than by hand: it is the maintained quantizer written for this runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...core.metrics import count_nonzero, count_params, eval_mode
+from ._common import BackendUnavailableError, quiet
+from .ort import _Flat, _flatten, _rebuild, _spec
+
+__all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer"]
+
+INSTALL = "pip install 'jupyter-compress[deploy]'"
+
+
+def ov_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def nncf_available() -> bool:
+    return ov_available() and importlib.util.find_spec("nncf") is not None
+
+
+def require_ov(method: str, int8: bool = True) -> None:
+    if not (nncf_available() if int8 else ov_available()):
+        raise BackendUnavailableError(
+            f"The 'openvino' backend of {method!r} needs the openvino{' and nncf' if int8 else ''} packages, "
+            f"which this machine lacks: {INSTALL}, or use backend='auto' (the fastest route installed).")
+
+
+@contextlib.contextmanager
+def quiet_tools() -> Iterator[None]:
+    """OpenVINO's and NNCF's warnings, logs, progress bars and usage telemetry off inside our calls (the
+    telemetry switches are the ones their own CI uses); restored afterwards."""
+    saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
+    os.environ.update({"CI": "true", "NNCF_CI": "1"})
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def is_transformer(module: nn.Module) -> bool:
+    """Attention inside: NNCF's transformer preset (SmoothQuant, float softmax / layer norm) suits it."""
+    return any(isinstance(m, nn.MultiheadAttention) or "attention" in type(m).__name__.lower()
+               for m in module.modules())
+
+
+class OvModule(nn.Module):
+    """Runs an OpenVINO IR on the CPU plugin; called like the module it replaces."""
+
+    def __init__(self, xml: bytes, weights: bytes, slots, input_names, out_spec, carried: dict[str, Any],
+                 label: str, precision: str = "f32"):
+        super().__init__()
+        self.register_buffer("ov_xml", torch.frombuffer(bytearray(xml), dtype=torch.uint8))
+        self.register_buffer("ov_weights", torch.frombuffer(bytearray(weights or b"\0"), dtype=torch.uint8))
+        self.slots, self.input_names, self.out_spec, self.label = slots, input_names, out_spec, label
+        # f32 by default: the CPU plugin would otherwise compute float operations in bf16 on CPUs with bf16
+        # instructions, a precision change the user did not ask for (the report's routes say what ran)
+        self.precision = precision
+        for key, value in carried.items():  # e.g. a Hugging Face `config` that callers read
+            object.__setattr__(self, key, value)
+        self._compiled = None
+        self._threads = None
+        self.weight_counts = (0, 0)
+
+    def held_parameters(self, nonzero: bool = False) -> int:
+        return int(getattr(self, "weight_counts", (0, 0))[1 if nonzero else 0])
+
+    def compiled(self):
+        threads = torch.get_num_threads()
+        if self._compiled is None or self._threads != threads:
+            import numpy as np
+            import openvino as ov
+
+            core = ov.Core()
+            model = core.read_model(self.ov_xml.numpy().tobytes().decode(),
+                                    ov.Tensor(np.ascontiguousarray(self.ov_weights.numpy())))
+            self._compiled = core.compile_model(model, "CPU", {
+                "INFERENCE_NUM_THREADS": threads,  # torch's threads: a fair comparison
+                "INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"})
+            self._threads = threads
+        return self._compiled
+
+    def forward(self, *args, **kwargs):
+        feed = []
+        for kind, key in self.slots:
+            value = args[key] if kind == "arg" and key < len(args) else kwargs.get(key) if kind == "kw" else None
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
+            feed.append(value.detach().cpu().contiguous().numpy())
+        result = self.compiled()(feed)
+        outputs = [torch.from_numpy(result[o].copy()) for o in self.compiled().outputs]
+        return _rebuild(self.out_spec, outputs)
+
+    resizable_buffers = ("ov_xml", "ov_weights")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._compiled = None
+        for key in self.resizable_buffers:
+            saved = state_dict.get(prefix + key)
+            if isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8 and saved.shape != getattr(self, key).shape:
+                setattr(self, key, saved.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_compiled"] = None  # compiled models cannot be copied; rebuilt from the IR on first call
+        return state
+
+    def extra_repr(self) -> str:
+        size = (self.ov_xml.numel() + self.ov_weights.numel()) / 2**20
+        return f"{self.label}, openvino IR={size:.2f} MiB, precision={self.precision}"
+
+
+def _flat_call(args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor], list[str]]:
+    slots, tensors, names = [], [], []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            slots.append(("arg", i)), tensors.append(a), names.append(f"arg{i}")
+    for k, v in kwargs.items():
+        if isinstance(v, torch.Tensor):
+            slots.append(("kw", k)), tensors.append(v), names.append(str(k))
+    return slots, tensors, names
+
+
+def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, label: str,
+                    calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None
+                    ) -> OvModule:
+    """Convert ``region`` (as called with ``args``/``kwargs``) to OpenVINO; with ``calibration`` (the
+    region's recorded calls), quantize it to int8 with NNCF on them. Float otherwise."""
+    import openvino as ov
+
+    slots, tensors, names = _flat_call(args, kwargs)
+    transformer = is_transformer(region) if transformer is None else transformer
+    flat = _Flat(region, slots, args, kwargs).eval()
+    with quiet_tools(), torch.no_grad(), eval_mode(region):
+        # inputs are fed by position; the converter leaves every axis dynamic (batch, sequence length)
+        model = ov.convert_model(flat, example_input=tuple(tensors))
+        if len(model.inputs) != len(tensors):
+            raise RuntimeError(f"OpenVINO's graph has {len(model.inputs)} inputs for {len(tensors)} tensors")
+        if calibration:
+            import nncf
+
+            nncf.set_log_level(logging.ERROR)
+            feeds = []
+            for c_args, c_kwargs in calibration:
+                _, c_tensors, c_names = _flat_call(c_args, c_kwargs)
+                if c_names == names:
+                    feeds.append([t.detach().cpu().numpy() for t in c_tensors])
+            extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
+            model = nncf.quantize(model, nncf.Dataset(feeds or [[t.numpy() for t in tensors]]),
+                                  subset_size=max(1, len(feeds)), **extra)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.xml")
+            ov.save_model(model, path, compress_to_fp16=False)
+            with open(path, "rb") as f:
+                xml = f.read()
+            with open(path[:-4] + ".bin", "rb") as f:
+                weights = f.read()
+    carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
+    module = OvModule(xml, weights, slots, names, _spec(output), carried, label)
+    module.weight_counts = (count_params(region), count_nonzero(region))
+    module.transformer = bool(calibration) and transformer
+    return module
+
+
+__all__ += ["quiet_tools", "_flatten"]
