@@ -93,8 +93,9 @@ def test_sentence_transformers_int8_without_example_takes_the_fast_accurate_rout
     model = load_minilm()
     held = corpus(32, offset=300)
     small, report = jc.compress(model, jc.DynamicQuantConfig(), data=corpus(32), measure=False)
-    assert any("ONNX Runtime" in r.new_type for r in report.compressed_rows), report.notes
-    # 0.978 on the torch route this replaced (issue 17); ONNX Runtime's per-channel int8 gives ~0.993
+    # a runtime route (measured: OpenVINO + NNCF or ONNX Runtime), not torch's per-Linear int8
+    assert any(k in r.new_type for r in report.compressed_rows for k in ("ONNX Runtime", "OpenVINO")), report.notes
+    # 0.978 on the torch route (issue 17); ONNX Runtime's per-channel int8 gives ~0.993, OpenVINO + NNCF ~0.997
     assert float(cosine(embed(model, held), embed(small, held)).mean()) > 0.985
 
 
