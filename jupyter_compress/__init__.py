@@ -33,6 +33,7 @@ from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .methods.runtime import RuntimeConfig
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable
 from .verbs import compare
@@ -69,6 +70,7 @@ __all__ = [
     "spectrum",
     "LayerAnalysis",
     "DynamicQuantConfig",
+    "RuntimeConfig",
     "StaticQuantConfig",
     "WeightOnlyConfig",
     "HalfConfig",

@@ -129,6 +129,7 @@ def _compress_into(
     on_step: Callable[[int, int, str], Any] | None = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     replay: bool = False,
+    root: list | None = None,
 ) -> Report:
     if not plan.steps:
         raise PlanError("The plan has no steps; add at least one, e.g. Plan.of(PruneConfig(amount=0.5)).")
@@ -163,7 +164,11 @@ def _compress_into(
     start = time.perf_counter()
     try:
         rows, notes, timings, pinned = run_steps(target, plan, swaps, data, example_inputs, on_step, reference,
-                                                 functions, replay)
+                                                 functions, replay, root)
+        if root:  # the whole model was replaced (a runtime serving it as one graph): what follows reads that
+            _APPLIED[root[0]] = list(_APPLIED.get(target, []))
+            attach_tokenizer(root[0], given_tokenizer(target))
+            target = root[0]
         timings["compress s"] = time.perf_counter() - start
         metrics_after: dict[str, Any] = {}
         if check_inputs is not None:
@@ -289,9 +294,10 @@ def compress(
         ) from exc
     _APPLIED[new] = list(_APPLIED.get(model, []))
     attach_tokenizer(new, given_tokenizer(model))
+    root: list[nn.Module] = []  # receives the module serving the whole model, when a step replaces it whole
     report = _compress_into(new, model, plan, inplace=False, eval=eval, example_inputs=example_inputs, data=data,
-                            measure=measure, on_step=on_step, functions=functions)
-    return new, report
+                            measure=measure, on_step=on_step, functions=functions, root=root)
+    return (root[0] if root else new), report
 
 
 def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None,
@@ -321,6 +327,7 @@ def compress_(
     tokenizer: Any = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     replay: bool = False,
+    root: list | None = None,
 ) -> Report:
     """Compress ``model`` in place; transactional: an exception or interrupt before the compression completes
     leaves it bit-identical (same modules, same values); after it completes, :func:`revert_` undoes it.

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from ..errors import InvalidConfigError, shown
 
-__all__ = ["MethodConfig", "param", "Interval", "OneOf", "Boolean", "RankSpec", "IntAtLeast", "parse_rank"]
+__all__ = ["MethodConfig", "param", "Interval", "OneOf", "Boolean", "RankSpec", "IntAtLeast", "Text", "parse_rank"]
 
 
 class Constraint:
@@ -93,6 +93,19 @@ class OneOf(Constraint):
 
     def describe(self) -> str:
         return "one of " + ", ".join(repr(o) for o in self.options)
+
+
+class Text(Constraint):
+    """A short printable string (from files: bounded before use)."""
+
+    def __init__(self, max_length: int = 1000):
+        self.max_length = max_length
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, str) and len(value) <= self.max_length and value.isprintable()
+
+    def describe(self) -> str:
+        return f"a printable string of at most {self.max_length} characters"
 
 
 def parse_rank(value: Any) -> tuple[str, float]:

@@ -29,6 +29,8 @@ class Context:
     functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     # rebuilding a saved model (load): the file holds the trained values, so training is not run again
     replay: bool = False
+    # the method may return a replacement for the whole model (name ""): compress() on a copy, not in place
+    whole_model_swap: bool = False
     # set for methods registered with streams=True: sink(name, new) swaps a layer in as soon as it is made,
     # so a run holds one layer's work at a time (see methods._common.hand_over)
     sink: Callable[[str, nn.Module], None] | None = None

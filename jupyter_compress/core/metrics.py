@@ -137,11 +137,31 @@ def single_thread():
     the last bit with the thread count, and a plan must give bit-identical weights in a notebook, a
     fresh kernel and the CLI whatever each process's thread setting."""
     threads = torch.get_num_threads()
+    _OUTER_THREADS.append(threads)
     torch.set_num_threads(1)
     try:
         yield
     finally:
+        _OUTER_THREADS.pop()
         torch.set_num_threads(threads)
+
+
+_OUTER_THREADS: list[int] = []
+
+
+@contextlib.contextmanager
+def user_threads():
+    """Inside :func:`single_thread`, the caller's thread count again: for timing what the user will run
+    (a route measured on one thread can rank differently on the user's threads)."""
+    if not _OUTER_THREADS:
+        yield
+        return
+    inner = torch.get_num_threads()
+    torch.set_num_threads(_OUTER_THREADS[-1])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(inner)
 
 
 def primary_output(output: Any) -> torch.Tensor | None:

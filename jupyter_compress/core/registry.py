@@ -23,8 +23,8 @@ __all__ = ["Method", "MethodResult", "MagicOption", "register_method", "get_meth
 
 # The canonical order steps run in: structure first (it changes the shapes later steps see), then
 # factorisation, then sparsity inside the remaining weights, then precision (prune first, then quantize),
-# then recovery training against the original.
-STAGES = {"structure": 10, "factorization": 20, "sparsity": 30, "precision": 40, "recovery": 50}
+# then recovery training against the original, then the runtime that serves the result (its graphs are final).
+STAGES = {"structure": 10, "factorization": 20, "sparsity": 30, "precision": 40, "recovery": 50, "runtime": 60}
 # What a method may need from the caller: traced example inputs, data (inputs), labels, a training function,
 # or inputs to calibrate on (data, or at least the example inputs in a notebook).
 REQUIREMENTS = ("example_inputs", "data", "labels", "train", "calibration")

@@ -72,10 +72,13 @@ def run_steps(
     reference: nn.Module | None = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
     replay: bool = False,
+    root: list | None = None,
 ) -> tuple[list, list, dict, Plan]:
     """Run every step of ``plan`` on ``model``; return (report rows, notes, timings, the plan as it ran: steps
     with the fields their methods pinned). ``swaps`` receives each ``(layer name, original module)`` before the
-    swap is made (``None`` for a copy's dropped layer)."""
+    swap is made (``None`` for a copy's dropped layer). ``root``: a list that receives the module replacing the
+    whole model, when a method replaces it (name ``""``: a runtime serving the model as one graph); only a copy
+    can be replaced whole, so a compress in place passes None and such methods serve parts of it instead."""
     ran_steps = list(plan.steps)
     rows: list = []
     notes: list[str] = []
@@ -86,6 +89,13 @@ def run_steps(
     spilled = [0]
 
     def put(name: str, new: nn.Module) -> None:
+        if name == "":
+            if root is None or not copy_mode:
+                raise RuntimeError("a method replaced the whole model in a run that cannot replace it")
+            new.train(model.training)
+            swaps.append(("", None))  # the copy is discarded whole; nothing to roll back
+            root.append(new)
+            return
         old = model.get_submodule(name)
         new.train(old.training)
         _swap_recorded(model, name, new, swaps)
@@ -118,6 +128,7 @@ def run_steps(
             ctx = Context(seed=plan.seed, generator=generator, data=data, example_inputs=example_inputs,
                           step_index=index, original=_original_of(model, reference or model, swaps),
                           selector=step.selector, functions=dict(functions or {}), replay=replay,
+                          whole_model_swap=root is not None and copy_mode,
                           # a model with tied parameters takes the whole-step path: keep_ties then sees every
                           # replacement of the step at once (a tie's partners are re-pointed together)
                           sink=sink if method.streams and not tied_groups(model) else None)

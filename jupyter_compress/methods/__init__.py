@@ -4,14 +4,15 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, distill, nm, prune, quantize, schedule, structured  # noqa: F401
+from . import decompose, distill, nm, prune, quantize, runtime, schedule, structured  # noqa: F401
 from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfig, spectrum
 from .distill import DistillConfig
 from .nm import NMConfig
 from .prune import PruneConfig
 from .quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .runtime import RuntimeConfig
 from .structured import StructuredPruneConfig
 
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
            "LayerAnalysis", "spectrum", "DistillConfig", "DynamicQuantConfig", "HalfConfig", "QATConfig",
-           "StaticQuantConfig", "WeightOnlyConfig"]
+           "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig"]

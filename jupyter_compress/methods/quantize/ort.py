@@ -72,6 +72,18 @@ def _rebuild(spec: Any, tensors: list[torch.Tensor]) -> Any:
     return values if cls is list else tuple(values) if cls is tuple else cls(values)
 
 
+def flat_call(args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor], list[str]]:
+    """The tensors of a call, each with its slot (positional index or keyword) and an input name."""
+    slots, tensors, names = [], [], []
+    for i, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            slots.append(("arg", i)), tensors.append(a), names.append(f"arg{i}")
+    for k, v in kwargs.items():
+        if isinstance(v, torch.Tensor):
+            slots.append(("kw", k)), tensors.append(v), names.append(str(k))
+    return slots, tensors, names
+
+
 class _Flat(nn.Module):
     """Export helper: tensors in, the region called with its captured constants, tensors out."""
 
@@ -118,6 +130,10 @@ class OrtModule(nn.Module):
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads  # same threads as torch: a fair comparison
             options.inter_op_num_threads = 1
+            # no spin-waiting after a run: PyTorch's own threads run the layers around this graph next, and
+            # on a small CPU spinning runtime threads take their cores (measured: a ResNet served block by block
+            # ran 5x slower with spinning on)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(self.onnx_model.numpy().tobytes(), options,
                                                  providers=["CPUExecutionProvider"])
         return self._session
@@ -197,25 +213,19 @@ def _node_owners(nodes: list[str], paths) -> dict[str, str | None]:
 
 
 def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, linear_paths: dict[str, bool],
-                     label: str, reduce_range: bool = False, quantize_other_matmuls: bool = False
-                     ) -> tuple[OrtModule, dict[str, int]]:
+                     label: str, reduce_range: bool = False, quantize_other_matmuls: bool = False,
+                     int8: bool = True) -> tuple[OrtModule, dict[str, int]]:
     """Export ``region`` (as called with ``args``/``kwargs``) and quantize its Linears to int8 with ONNX Runtime.
 
     ``linear_paths`` maps each Linear's path inside the region to True (quantize) or False (keep float).
     ``quantize_other_matmuls`` also quantizes MatMuls that are no Linear (attention scores), as ONNX
     Runtime's defaults do; we keep those in float by default (more accurate, about as fast).
+    ``int8=False`` exports the float graph as it is (the runtime method serves float models).
     Returns the module and the number of quantized weight nodes per Linear path.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    slots, tensors, names = [], [], []
-    for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor):
-            slots.append(("arg", i)), tensors.append(a), names.append(f"arg{i}")
-    for k, v in kwargs.items():
-        if isinstance(v, torch.Tensor):
-            slots.append(("kw", k)), tensors.append(v), names.append(str(k))
+    slots, tensors, names = flat_call(args, kwargs)
     flat = _Flat(region, slots, args, kwargs).eval()
     buffer = io.BytesIO()
     # grad mode on: torch's fused inference fast paths (nn.TransformerEncoderLayer) are not exportable.
@@ -233,14 +243,24 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
     counts = {p: sum(o == p for o in owner.values()) for p in linear_paths}
     exclude = [n for n, o in owner.items() if (o is None and not quantize_other_matmuls)
                or (o is not None and not linear_paths[o])]
+    if not int8:
+        data = buffer.getvalue()
+    else:
+        data = _quantized(model, exclude, reduce_range)
+    carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
+    module = OrtModule(data, slots, names, _spec(output), carried, label)
+    module.weight_counts = (count_params(region), count_nonzero(region))
+    return module, counts
+
+
+def _quantized(model, exclude: list[str], reduce_range: bool) -> bytes:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     with tempfile.TemporaryDirectory() as tmp, quiet(), _no_root_warnings():
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, src)
         quantize_dynamic(src, dst, per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=exclude)
         with open(dst, "rb") as f:
-            data = f.read()
-    carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
-    module = OrtModule(data, slots, names, _spec(output), carried, label)
-    module.weight_counts = (count_params(region), count_nonzero(region))
-    return module, counts
+            return f.read()

@@ -28,9 +28,10 @@ from torch import nn
 
 from ...core.metrics import count_nonzero, count_params, eval_mode
 from ._common import BackendUnavailableError, quiet
-from .ort import _Flat, _flatten, _rebuild, _spec
+from .ort import _Flat, _rebuild, _spec, flat_call
 
-__all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer"]
+__all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer",
+           "quiet_tools"]
 
 INSTALL = "pip install 'jupyter-compress[deploy]'"
 
@@ -145,17 +146,6 @@ class OvModule(nn.Module):
         return f"{self.label}, openvino IR={size:.2f} MiB, precision={self.precision}"
 
 
-def _flat_call(args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor], list[str]]:
-    slots, tensors, names = [], [], []
-    for i, a in enumerate(args):
-        if isinstance(a, torch.Tensor):
-            slots.append(("arg", i)), tensors.append(a), names.append(f"arg{i}")
-    for k, v in kwargs.items():
-        if isinstance(v, torch.Tensor):
-            slots.append(("kw", k)), tensors.append(v), names.append(str(k))
-    return slots, tensors, names
-
-
 def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, label: str,
                     calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None
                     ) -> OvModule:
@@ -163,7 +153,7 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
     region's recorded calls), quantize it to int8 with NNCF on them. Float otherwise."""
     import openvino as ov
 
-    slots, tensors, names = _flat_call(args, kwargs)
+    slots, tensors, names = flat_call(args, kwargs)
     transformer = is_transformer(region) if transformer is None else transformer
     flat = _Flat(region, slots, args, kwargs).eval()
     with quiet_tools(), torch.no_grad(), eval_mode(region):
@@ -177,7 +167,7 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
             nncf.set_log_level(logging.ERROR)
             feeds = []
             for c_args, c_kwargs in calibration:
-                _, c_tensors, c_names = _flat_call(c_args, c_kwargs)
+                _, c_tensors, c_names = flat_call(c_args, c_kwargs)
                 if c_names == names:
                     feeds.append([t.detach().cpu().numpy() for t in c_tensors])
             extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
@@ -196,5 +186,3 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
     module.transformer = bool(calibration) and transformer
     return module
 
-
-__all__ += ["quiet_tools", "_flatten"]

@@ -100,15 +100,15 @@ class _Planner:
 
 
 @contextlib.contextmanager
-def plan_regions(model: nn.Module, names: list[str], active: bool) -> Iterator[_Planner]:
+def plan_regions(model: nn.Module, names: list[str], active: bool, leaves: bool = False) -> Iterator[_Planner]:
     """While the model runs, record the calls (args, kwargs; the first one's output too) of each ancestor
-    of ``names``. The instance's ``forward`` is wrapped rather than hooked: callers such as
+    of ``names`` (and of the named layers themselves with ``leaves``). The instance's ``forward`` is wrapped rather than hooked: callers such as
     sentence-transformers call ``module.forward(...)`` directly, which hooks do not see."""
     planner = _Planner(model, names)
     patched: list[tuple[nn.Module, bool, Any]] = []
     if active:
         ancestors = {".".join(n.split(".")[:i]) for n in names for i in range(1, n.count(".") + 1)}
-        for path in sorted(ancestors):
+        for path in sorted(ancestors | (set(names) if leaves else set())):
             module = model.get_submodule(path)
             own = "forward" in module.__dict__
             original = module.forward

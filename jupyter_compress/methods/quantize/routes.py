@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core.metrics import call_model, eval_mode, primary_output
+from ...core.metrics import call_model, eval_mode, primary_output, user_threads
 from ...core.metrics_task import fidelity_metrics
 from ...core.modules import swap_submodule
 from ._common import fresh
@@ -91,35 +91,40 @@ def _cosine(reference: Any, got: Any) -> float:
 
 
 def measure_routes(model: nn.Module, region: str, routes: list[Route], batches: list, example: tuple,
-                   rounds: int = 3, fidelity_batches: int = 4) -> None:
+                   rounds: int = 5, fidelity_batches: int = 4) -> None:
     """Fill each built route's ``cosine``: the whole model run with the route in place of ``region`` on up to
     ``fidelity_batches`` calibration batches, its primary output against float's (what the user sees, not the
     region's raw output, whose padded positions mean nothing); and ``ms``: the region's median of ``rounds``
-    interleaved timings on the example call, after a warm-up. The model is restored whatever happens."""
+    interleaved timings on the example call (the fastest of ``rounds``: the least disturbed by other work on
+    the machine), on the user's thread count, after a warm-up. The model is restored whatever happens."""
     built = [r for r in routes if r.module is not None]
     float_region = model.get_submodule(region)
     with torch.inference_mode(), eval_mode(model):
         references = [(b, call_model(model, fresh(b))) for b in batches[:fidelity_batches]]
         for route in built:
             try:
-                swap_submodule(model, region, route.module)
-                route.cosine = statistics.fmean(_cosine(ref, call_model(model, fresh(b))) for b, ref in references)
+                if region:
+                    swap_submodule(model, region, route.module)
+                served = model if region else route.module  # region "": the route serves the whole model
+                route.cosine = statistics.fmean(_cosine(ref, call_model(served, fresh(b))) for b, ref in references)
             except Exception as exc:  # a route that cannot run these inputs is out of the running
                 route.error, route.module = f"{type(exc).__name__}: {str(exc)[:100]}", None
             finally:
-                swap_submodule(model, region, float_region)
+                if region:
+                    swap_submodule(model, region, float_region)
         built = [r for r in built if r.module is not None]
         args, kwargs = example
         times: dict[int, list[float]] = {id(r): [] for r in built}
+        with user_threads():
+            for r in built:
+                r.module(*args, **kwargs)  # warm-up: kernels compiled, weights packed
+            for i in range(rounds):
+                for r in built[i % len(built):] + built[:i % len(built)]:  # order rotated each round
+                    start = time.perf_counter()
+                    r.module(*args, **kwargs)
+                    times[id(r)].append((time.perf_counter() - start) * 1e3)
         for r in built:
-            r.module(*args, **kwargs)  # warm-up: kernels compiled, weights packed
-        for i in range(rounds):
-            for r in built[i % len(built):] + built[:i % len(built)]:  # order rotated each round
-                start = time.perf_counter()
-                r.module(*args, **kwargs)
-                times[id(r)].append((time.perf_counter() - start) * 1e3)
-        for r in built:
-            r.ms = statistics.median(times[id(r)])
+            r.ms = min(times[id(r)])
 
 
 def pick(routes: list[Route], min_cosine: float) -> tuple[Route, bool]:
@@ -147,16 +152,16 @@ def routes_note(region: str, routes: list[Route], chosen: Route, within: bool, m
             f"it without measuring." if float_ms else f"Routes measured for {region}: {'; '.join(parts)}. {verdict}.")
 
 
-def time_float(region: nn.Module, example: tuple, rounds: int = 3) -> float:
+def time_float(region: nn.Module, example: tuple, rounds: int = 5) -> float:
     args, kwargs = example
-    with torch.inference_mode():
+    with torch.inference_mode(), user_threads():
         region(*args, **kwargs)
         times = []
         for _ in range(rounds):
             start = time.perf_counter()
             region(*args, **kwargs)
             times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 Builder = Callable[[str], Route]
