@@ -45,23 +45,36 @@ def test_auto_records_its_choice_and_a_replay_builds_it_bit_identically_without_
 
 
 @pytest.mark.skipif(not ov_available(), reason="openvino not installed")
-def test_forced_openvino_serves_every_block_in_f32_close_to_pytorch():
+def test_forced_openvino_serves_the_whole_model_in_f32_close_to_pytorch():
     model, x = make("cnn")
     served, report = jc.compress(model, jc.RuntimeConfig(backend="openvino"), example_inputs=x)
-    blocks = _served(served)
-    assert blocks and all(isinstance(served.get_submodule(b), OvModule) for b in blocks)
-    assert {"stem", "block", "fc", "head"} <= set(blocks)
+    assert isinstance(served, OvModule)  # compress() on a copy: one graph, no PyTorch between blocks
+    assert report.plan["steps"][0]["unit"] == "model"
     with torch.no_grad():
         # f32 kernels in another order of summation: 1e-4 relative, 1e-5 absolute
         torch.testing.assert_close(served(x), model(x), rtol=1e-4, atol=1e-5)
-    assert all(r.new_type.startswith("OvModule") for r in report.compressed_rows)
+    assert [r.name for r in report.compressed_rows] == ["(model)"]
+    assert report.compressed_rows[0].new_type.startswith("OvModule")
+
+
+@pytest.mark.skipif(not ov_available(), reason="openvino not installed")
+def test_scope_blocks_serves_each_block_and_keeps_the_model_object():
+    model, x = make("cnn")
+    served, report = jc.compress(model, jc.RuntimeConfig(backend="openvino", unit="blocks"), example_inputs=x)
+    assert type(served) is type(model)
+    blocks = _served(served)
+    assert {"stem", "block", "fc", "head"} <= set(blocks)
+    assert all(isinstance(served.get_submodule(b), OvModule) for b in blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(served(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 def test_in_place_then_revert_is_bit_exact():
     model, x = make("mlp")
     original = jc.state_dict_hash(model)
-    jc.compress_(model, jc.RuntimeConfig(backend="onnxruntime"), example_inputs=x)
-    assert _served(model)
+    report = jc.compress_(model, jc.RuntimeConfig(backend="onnxruntime"), example_inputs=x)
+    assert _served(model) and "" not in _served(model)  # in place: the blocks, never the object itself
+    assert any("In place, your model object is kept" in n for n in report.notes)
     jc.revert_(model)
     assert jc.state_dict_hash(model) == original and not _served(model)
 
@@ -105,7 +118,7 @@ def test_a_hugging_face_classifier_keeps_its_call_and_output_type():
     inputs = {"input_ids": torch.randint(1, 100, (4, 9)), "attention_mask": torch.ones(4, 9, dtype=torch.long)}
     inputs["attention_mask"][1, 6:] = 0
     served, _ = jc.compress(model, jc.RuntimeConfig(backend="onnxruntime"), example_inputs=inputs)
-    assert isinstance(served.bert, OrtModule)
+    assert isinstance(served, OrtModule)  # the whole classifier in one graph
     with torch.no_grad():
         out, ref = served(**inputs), model(**inputs)
     assert type(out) is type(ref)

@@ -300,6 +300,16 @@ def compress(
     return (root[0] if root else new), report
 
 
+def replay_copy(model: nn.Module, plan: Plan, *, example_inputs: Any, data: Any) -> nn.Module:
+    """``plan`` replayed (no training, no timing) on a copy of ``model``; the model it built, which may be a
+    module replacing it whole (a runtime serving it as one graph). For load."""
+    new = copy.deepcopy(model)
+    root: list[nn.Module] = []
+    _compress_into(new, model, plan, inplace=False, eval=None, example_inputs=example_inputs, data=data,
+                   measure=False, replay=True, root=root)
+    return root[0] if root else new
+
+
 def preview(model: nn.Module, plan: Any, *, example_inputs: Any = None, data: Any = None,
             tokenizer: Any = None, functions: Mapping[str, Callable[..., Any]] | None = None) -> Report:
     """What ``plan`` would do, layer by layer (counts, coupled layers, skipped layers and why), without

@@ -24,7 +24,7 @@ __all__ = ["Method", "MethodResult", "MagicOption", "register_method", "get_meth
 # The canonical order steps run in: structure first (it changes the shapes later steps see), then
 # factorisation, then sparsity inside the remaining weights, then precision (prune first, then quantize),
 # then recovery training against the original, then the runtime that serves the result (its graphs are final).
-STAGES = {"structure": 10, "factorization": 20, "sparsity": 30, "precision": 40, "recovery": 50, "runtime": 60}
+STAGES = {"structure": 10, "factorization": 20, "sparsity": 30, "precision": 40, "recovery": 50, "serving": 60}
 # What a method may need from the caller: traced example inputs, data (inputs), labels, a training function,
 # or inputs to calibrate on (data, or at least the example inputs in a notebook).
 REQUIREMENTS = ("example_inputs", "data", "labels", "train", "calibration")
@@ -109,6 +109,9 @@ class Method:
     pin: Callable[[dict[str, Any], list[Any]], dict[str, Any]] | None = None
     # for compare: (label, (model, budget, example_inputs, data) -> configs, or a string saying why not)
     compare: tuple[str, Callable[..., Any]] | None = None
+    # (config) -> whether the step replaces the whole model (a runtime serving it as one graph): load then
+    # replays the plan on a copy and returns what it built
+    replaces_model: Callable[[MethodConfig], bool] | None = None
     # for the panel's instant preview: (config, model, layers) -> {layer: (analysis, value)} or None
     preview: Callable[[MethodConfig, nn.Module, list[str]], dict[str, tuple[str, Any]] | None] | None = None
 

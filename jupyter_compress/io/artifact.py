@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.apply import compress_, forget_undo
+from ..core.apply import compress_, forget_undo, replay_copy
 from ..core.jsonsafe import dumps
 from ..core.plan import Plan, current_versions
 from ..core.registry import get_method
@@ -267,7 +267,10 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     # a step that changes values only (recovery training) is not replayed: the file holds the values, so
     # loading needs no training data and takes no training time
     steps = [s for s in plan.steps if get_method(s.method).changes_modules]
-    if steps:
+    whole = any(get_method(s.method).replaces_model and get_method(s.method).replaces_model(s.config) for s in steps)
+    if whole:  # a step serves the whole model as one graph: replayed on a copy, whose result is the model
+        model = replay_copy(model, dataclasses.replace(plan, steps=steps), example_inputs=example_inputs, data=data)
+    elif steps:
         # replay=True: no training is run again (QAT's train function is not looked up: the file holds the values)
         compress_(model, dataclasses.replace(plan, steps=steps), example_inputs=example_inputs, data=data,
                   replay=True)

@@ -50,7 +50,7 @@ class RuntimeConfig(MethodConfig):
     min_cosine: float = param(0.999, help="fidelity budget of backend='auto': the model's output must keep this "
                               "mean cosine to float on the calibration data (bf16 routes are held to it)",
                               check=Interval(0.0, 1.0))
-    scope: str = param("auto", help="'model': the whole model as one graph (compress() on a copy; no PyTorch "
+    unit: str = param("auto", help="'model': the whole model as one graph (compress() on a copy; no PyTorch "
                        "between blocks, the fastest); 'blocks': each block called with tensors (keeps your model "
                        "object: compress_ in place); 'auto': the model where it can, else blocks",
                        choices=("auto", "model", "blocks"))
@@ -113,7 +113,7 @@ def _build(backend: str, module: nn.Module, call) -> nn.Module:
     label = type(module).__name__
     if backend.startswith("openvino"):
         new = export_openvino(module, args, kwargs, output, label=label)
-        new.precision = "bf16" if backend == "openvino-bf16" else "f32"
+        new.precision = "bfloat16" if backend == "openvino-bf16" else "float32"
         return new
     new, _ = export_quantized(module, args, kwargs, output, {}, label=label, int8=False)
     return new
@@ -207,13 +207,17 @@ def _together(model: nn.Module, built: dict[str, dict[str, Route]], backend: str
          "measured on your inputs within a fidelity budget; recorded in the plan for replay.",
     aliases=("serve",),
     requires=("calibration",),
-    stage="runtime",
+    stage="serving",
     options=(MagicOption("--runtime", "BACKEND", const="auto", help_field="backend",
                          build=lambda value: {"backend": value},
                          help="serve on the fastest runtime measured (auto) or on openvino / onnxruntime / "
                               "torch"),),
     whole_model=True,
     sweep=False,
+    # not a tuning-panel tab: it measures routes for seconds on each apply, and it is the last step of a plan
+    # (the magic's --runtime, or a plan step), not a dial to slide
+    in_panel=False,
+    replaces_model=lambda config: config.unit == "model",
 )
 def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx: Any) -> MethodResult:
     if config.backend.startswith("openvino") and not ov_available():
@@ -229,17 +233,17 @@ def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx
     example = getattr(ctx, "example_inputs", None)
     first = example if example is not None else batches[0]
     notes: list[str] = []
-    root_call = _root_call(model, first) if config.scope != "blocks" else None
+    root_call = _root_call(model, first) if config.unit != "blocks" else None
     if root_call is not None and not ctx.whole_model_swap:
-        if config.scope == "model":
-            raise CompressError("runtime scope='model' replaces the whole model, which compress_ (in place) cannot "
-                                "do: use compress(model, ...), or scope='blocks'.")
+        if config.unit == "model":
+            raise CompressError("runtime unit='model' replaces the whole model, which compress_ (in place) cannot "
+                                "do: use compress(model, ...), or unit='blocks'.")
         notes.append("In place, your model object is kept, so each block is served on its own; compress() (a "
                      "copy) serves the whole model as one graph, with no PyTorch between blocks (faster).")
         root_call = None
-    if config.scope == "model" and root_call is None:
-        raise CompressError("runtime scope='model' needs a model called with tensors (and constants) only; "
-                            "use scope='blocks' or 'auto'.")
+    if config.unit == "model" and root_call is None:
+        raise CompressError("runtime unit='model' needs a model called with tensors (and constants) only; "
+                            "use unit='blocks' or 'auto'.")
     if root_call is not None:
         planner = None
         regions, calls = [("", list(names))], {"": root_call}
@@ -284,8 +288,8 @@ def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx
         notes.append("No block of the model is called with tensors only: nothing could move to a runtime.")
     # one runtime for the blocks that moved, the others recorded as kept: a replay builds exactly this
     pinned = {"backend": backend, "keep": ",".join(r for r, _ in regions if r not in moved),
-              "scope": "model" if root_call is not None else "blocks"} if config.backend == "auto" else {}
-    if config.backend != "auto" and config.scope == "auto":
-        pinned = {"scope": "model" if root_call is not None else "blocks"}
+              "unit": "model" if root_call is not None else "blocks"} if config.backend == "auto" else {}
+    if config.backend != "auto" and config.unit == "auto":
+        pinned = {"unit": "model" if root_call is not None else "blocks"}
     return MethodResult(replacements, rows, notes, pinned=pinned)
 

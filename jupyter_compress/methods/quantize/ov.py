@@ -83,13 +83,13 @@ class OvModule(nn.Module):
     """Runs an OpenVINO IR on the CPU plugin; called like the module it replaces."""
 
     def __init__(self, xml: bytes, weights: bytes, slots, input_names, out_spec, carried: dict[str, Any],
-                 label: str, precision: str = "f32"):
+                 label: str, precision: str = "float32"):
         super().__init__()
         self.register_buffer("ov_xml", torch.frombuffer(bytearray(xml), dtype=torch.uint8))
         self.register_buffer("ov_weights", torch.frombuffer(bytearray(weights or b"\0"), dtype=torch.uint8))
         self.slots, self.input_names, self.out_spec, self.label = slots, input_names, out_spec, label
-        # f32 by default: the CPU plugin would otherwise compute float operations in bf16 on CPUs with bf16
-        # instructions, a precision change the user did not ask for (the report's routes say what ran)
+        # float32 by default: the CPU plugin would otherwise compute float operations in bfloat16 on CPUs with
+        # bfloat16 instructions, a precision change the user did not ask for (the report says what ran)
         self.precision = precision
         for key, value in carried.items():  # e.g. a Hugging Face `config` that callers read
             object.__setattr__(self, key, value)
@@ -111,7 +111,8 @@ class OvModule(nn.Module):
                                     ov.Tensor(np.ascontiguousarray(self.ov_weights.numpy())))
             self._compiled = core.compile_model(model, "CPU", {
                 "INFERENCE_NUM_THREADS": threads,  # torch's threads: a fair comparison
-                "INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"})
+                "INFERENCE_PRECISION_HINT": {"float32": ov.Type.f32, "bfloat16": ov.Type.bf16}[self.precision],
+                "PERFORMANCE_HINT": "LATENCY"})
             self._threads = threads
         return self._compiled
 

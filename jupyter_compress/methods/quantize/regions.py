@@ -200,7 +200,7 @@ def build_region_rows(model: nn.Module, region: str, group: list[str], call, inp
             raise ValueError("the OpenVINO route quantizes every Linear of its region")
         new = export_openvino(module, args, kwargs, output, label=f"int8 {type(module).__name__}",
                               calibration=calibration or [(args, kwargs)])
-        new.precision = "bf16" if backend == "openvino-bf16" else "f32"
+        new.precision = "bfloat16" if backend == "openvino-bf16" else "float32"
         counts = {rel: 1 for rel in paths}
         how = (f"NNCF static int8 on {len(calibration or [1])} calibration call(s){', transformer preset' if new.transformer else ''}; "
                f"other operations in {new.precision}")

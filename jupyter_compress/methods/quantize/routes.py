@@ -41,8 +41,7 @@ def bf16_capable() -> bool:
     try:
         import openvino as ov
 
-        value = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
-        return "bf16" in str(getattr(value, "to_string", lambda: value)())
+        return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.bf16
     except Exception:  # a plugin that cannot say: no bf16 candidate
         return False
 
