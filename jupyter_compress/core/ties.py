@@ -44,6 +44,11 @@ def _locate(replacements: dict[str, nn.Module], name: str) -> tuple[str, str] | 
     return None
 
 
+def _opens(module: nn.Module) -> bool:
+    """Whether a replacement exposes its submodules (a runtime graph does not: its weights are constants)."""
+    return not hasattr(module, "resizable_buffers")
+
+
 def keep_ties(model: nn.Module, replacements: dict[str, nn.Module], method: str) -> tuple[list[str], list[str]]:
     """Keep the tied groups of ``model`` tied in ``replacements`` (changed in place: partner layers may be
     added, layers that cannot stay tied removed). Returns (names dropped, notes)."""
@@ -53,6 +58,12 @@ def keep_ties(model: nn.Module, replacements: dict[str, nn.Module], method: str)
         located = [(owner, _locate(replacements, owner[0])) for owner in group]
         replaced = [(owner, where) for owner, where in located if where is not None]
         if not replaced:
+            continue
+        roots = {root for _, (root, _) in replaced}
+        if len(replaced) == len(group) and len(roots) == 1 and not _opens(replacements[next(iter(roots))]):
+            # the whole tied set inside one runtime graph (ONNX / OpenVINO keep a shared weight as one constant)
+            notes.append(f"The tied weights of {', '.join(sorted({m or '(model)' for m, _ in group}))} stay one "
+                         f"constant inside the runtime graph that replaced {next(iter(roots)) or 'the model'}.")
             continue
         new_params = []
         for (_mname, pname), (root, rel) in replaced:

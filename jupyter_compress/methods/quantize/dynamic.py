@@ -220,6 +220,10 @@ def _region_route(model: nn.Module, region: str, group: list[str], call, inputs:
         routes.append(Route(backend, new, rows, region_notes))
     if len(routes) == 1:
         return routes[0] if routes[0].module is not None or routes[0].backend == "torch" else Route("torch")
+    if sum(r.module is not None for r in routes if r.backend != "torch") == 0:  # no runtime could take it
+        notes.append(f"{region}: " + "; ".join(f"{r.backend}: {r.error}" for r in routes if r.error)
+                     + "; its Linears use torch's int8 kernels.")
+        return Route("torch")
     measure_routes(model, region, routes, ([example] if example is not None else []) + batches,
                    (calls or [call[:2]])[0])
     best, within = pick(routes, config.min_cosine)

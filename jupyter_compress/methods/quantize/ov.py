@@ -123,8 +123,9 @@ class OvModule(nn.Module):
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
             feed.append(value.detach().cpu().contiguous().numpy())
-        result = self.compiled()(feed)
-        outputs = [torch.from_numpy(result[o].copy()) for o in self.compiled().outputs]
+        compiled = self.compiled()
+        result = compiled(feed, share_inputs=True, share_outputs=False)  # outputs are fresh arrays: no copy
+        outputs = [torch.from_numpy(result[o]) for o in compiled.outputs]
         return _rebuild(self.out_spec, outputs)
 
     resizable_buffers = ("ov_xml", "ov_weights")

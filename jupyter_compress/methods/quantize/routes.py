@@ -116,7 +116,11 @@ def measure_routes(model: nn.Module, region: str, routes: list[Route], batches: 
         times: dict[int, list[float]] = {id(r): [] for r in built}
         with user_threads():
             for r in built:
-                r.module(*args, **kwargs)  # warm-up: kernels compiled, weights packed
+                try:
+                    r.module(*args, **kwargs)  # warm-up: kernels compiled, weights packed
+                except Exception as exc:  # e.g. a call that carries state (a cache) and cannot be repeated
+                    r.error, r.module = f"{type(exc).__name__}: {str(exc)[:100]}", None
+            built = [r for r in built if r.module is not None]
             for i in range(rounds):
                 for r in built[i % len(built):] + built[:i % len(built)]:  # order rotated each round
                     start = time.perf_counter()
