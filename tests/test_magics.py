@@ -6,6 +6,7 @@ import contextlib
 import json
 
 import pytest
+import torch
 from IPython.core.error import UsageError
 
 import jupyter_compress as jc
@@ -342,3 +343,35 @@ def test_without_ipywidgets_tune_is_one_line_and_the_rest_works(shell, ns):
         assert "\n" not in str(info.value)
         run(shell, "%compress model --prune 0.5 --as still_works --no-plots")
     assert "still_works" in ns
+
+
+def test_runtime_option_serves_the_pruned_copy_and_its_cell_replays_the_recorded_backend(shell, ns):
+    pytest.importorskip("onnxruntime")
+    before = jc.state_dict_hash(ns["model"])
+    # a bare --runtime before --as: the optional value is not taken from the next option
+    run(shell, "%compress model --prune 0.5 --runtime --as served --data x --example x --emit-config --no-report")
+    cell = shell.rl_next_input
+    shell.rl_next_input = None
+    assert jc.state_dict_hash(ns["model"]) == before  # the live model untouched
+    report = ns["_compress_report"]
+    steps = report.plan["steps"]
+    assert [s["method"] for s in steps] == ["prune", "runtime"]  # serving is the last step whatever the order
+    assert steps[1]["backend"] in ("openvino", "openvino-bf16", "onnxruntime", "torch")  # resolved, not 'auto'
+    assert f"backend: {steps[1]['backend']}" in cell  # the emitted cell records the measured choice
+    with torch.no_grad():
+        out = ns["served"](ns["x"])
+    assert out.shape == (4, 10)
+    del ns["served"]
+    run(shell, cell)
+    assert not any(n.startswith("Runtime measured") for n in ns["_compress_report"].notes)  # replayed, not measured
+    with torch.no_grad():
+        assert torch.equal(ns["served"](ns["x"]), out)
+
+
+def test_runtime_option_takes_a_backend(shell, ns):
+    pytest.importorskip("onnxruntime")
+    run(shell, "%compress model --runtime onnxruntime --as onnx --data x --example x --no-report")
+    assert ns["_compress_report"].plan["steps"][0]["backend"] == "onnxruntime"
+    with torch.no_grad():
+        # f32 kernels summing in another order: 1e-4 relative, 1e-5 absolute
+        torch.testing.assert_close(ns["onnx"](ns["x"]), ns["model"](ns["x"]), rtol=1e-4, atol=1e-5)
