@@ -23,14 +23,12 @@ rows say so and the ratios are against the peers measured.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
 import sys
 import tempfile
 import time
-import warnings
 
 import torch
 from torch import nn
@@ -88,25 +86,12 @@ class _OpenVino(nn.Module):
         return torch.from_numpy(self.compiled({n: given[n].numpy() for n in self.names})[0])
 
 
-@contextlib.contextmanager
 def _quiet_tools():
-    """Export / quantization warnings and logs off; progress bars to stderr (stdout carries the table); and
-    OpenVINO's and NNCF's usage telemetry off for these automated runs (their own CI switches)."""
-    saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
-    os.environ.update({"CI": "true", "NNCF_CI": "1"})
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    """Export / quantization warnings, logs and telemetry off; their progress bars on stderr (stdout carries
+    the table)."""
+    from jupyter_compress.methods.quantize.ov import quiet_tools
+
+    return quiet_tools(progress=sys.stderr)
 
 
 def _pooled(model: nn.Module, batches: list[dict]) -> torch.Tensor:

@@ -53,16 +53,17 @@ def require_ov(method: str, int8: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def quiet_tools() -> Iterator[None]:
+def quiet_tools(progress: Any = None) -> Iterator[None]:
     """OpenVINO's and NNCF's warnings, logs, progress bars and usage telemetry off inside our calls (the
-    telemetry switches are the ones their own CI uses); restored afterwards."""
+    telemetry switches are the ones their own CI uses); restored afterwards. ``progress``: a stream that
+    gets their printed output (progress bars) instead of dropping it (the benchmarks show it on stderr)."""
     saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
     os.environ.update({"CI": "true", "NNCF_CI": "1"})
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+        with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(progress or io.StringIO()), \
+                contextlib.redirect_stderr(progress or io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
