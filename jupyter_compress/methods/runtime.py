@@ -218,6 +218,9 @@ def _together(model: nn.Module, built: dict[str, dict[str, Route]], backend: str
     # (the magic's --runtime, or a plan step), not a dial to slide
     in_panel=False,
     replaces_model=lambda config: config.unit == "model",
+    # compare's "what would serving alone buy" row: the same weights on the fastest runtime measured (the size
+    # budget does not apply: nothing is removed)
+    compare=("runtime (serving only)", lambda model, budget, **_: [RuntimeConfig()]),
 )
 def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx: Any) -> MethodResult:
     if config.backend.startswith("openvino") and not ov_available():

@@ -35,6 +35,9 @@ def why_not(method: Method, kind: str, has_inputs: bool) -> str | None:
     have |= {"data", "calibration"} if kind != "none" else set()
     have |= {"labels"} if kind == "labelled" else set()
     missing = [_MISSING[r].format(name=method.name) for r in sorted(method.requires - have)]
+    if method.stage == "serving":
+        return (f"{method.name} serves the model on a faster runtime and removes nothing: compare(...) measures "
+                f"what it buys; add it as the last step of the chosen plan (--runtime)")
     if method.whole_model:
         return (f"{method.name} trains the whole model ({method.family}): a training run, not a quick probe; "
                 + (f"it needs more first ({'; '.join(missing)})" if missing else

@@ -86,7 +86,8 @@ def _group(label: str, methods: list[Method], model: nn.Module, budget: float, *
         return [c for a in lazy for c in (a() if callable(a) else a)]
 
     return Candidate(shown, methods[0].family, names, plan if any(callable(a) for a in lazy) else plan(),
-                     requires, skip, frozenset(m.stage for m in methods), any(m.whole_model for m in methods))
+                     requires, skip, frozenset(m.stage for m in methods),
+                     any(m.whole_model and m.stage == "recovery" for m in methods))
 
 
 def default_candidates(model: nn.Module, budget: float, *, example_inputs: Any = None, data: Any = None,
