@@ -119,7 +119,7 @@ def minilm_rows(quick: bool) -> list[dict]:
     start = time.perf_counter()
     preset, report = compress(model, DynamicQuantConfig(compare_routes=False), data=(dict(feats),))
     preset_before, preset_after = _report_linear_bytes(report)
-    route = "onnxruntime" if any(r.detail.get("backend") == "onnxruntime" for r in report.rows) else "torch"
+    route = report.plan["steps"][0].get("backend", "auto")  # measured by the preset and pinned in its plan
     row(PRESET, preset, preset_before / preset_after,
         f"route {route}, compress {time.perf_counter() - start:.0f} s; encode() works: "
         f"{preset.encode(sentences[:2]).shape}")

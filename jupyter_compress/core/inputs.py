@@ -16,6 +16,7 @@ When no example inputs are given, :func:`auto_example` builds them for models th
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import weakref
@@ -139,7 +140,8 @@ def call_args(model: nn.Module, inputs: Any) -> tuple[tuple, dict]:
             return (dict(inputs),), {}
         return (), {str(k): v for k, v in inputs.items()}
     if isinstance(inputs, (tuple, list)):
-        return tuple(inputs), {}
+        # a mapping among the arguments is copied (same type: a BatchEncoding stays one), for the same reason
+        return tuple(copy.copy(a) if isinstance(a, Mapping) else a for a in inputs), {}
     return (inputs,), {}
 
 
