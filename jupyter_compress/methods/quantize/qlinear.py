@@ -19,7 +19,7 @@ from .._common import LayerStandIn, linear_view
 from ._common import held_count, quiet
 
 __all__ = ["DynamicInt8Linear", "WeightOnlyLinear", "quantize_rows", "quantize_groups", "INT4_KERNEL",
-           "INT4_KERNEL_MODES", "int4_kernel_available", "int4_kernel_vectorized"]
+           "INT4_KERNEL_MODES", "DEQUANTIZED", "int4_kernel_available", "int4_kernel_vectorized"]
 
 INT4_KERNEL = "aten._weight_int4pack_mm_for_cpu"
 INT4_KERNEL_MODES = ("auto", "int4pack", "dequantize")
@@ -216,9 +216,10 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         return None
 
     def kernel_label(self) -> str:
-        """What this layer runs on CPU float32 / bfloat16 inputs: the kernel's name, or why it dequantizes."""
+        """What this layer runs on CPU float32 / bfloat16 inputs: 'int4 kernel: aten....', or 'dequantized per
+        call (why)'."""
         why = self.kernel_unusable()
-        return INT4_KERNEL if why is None else f"{DEQUANTIZED} ({why})"
+        return f"int4 kernel: {INT4_KERNEL}" if why is None else f"{DEQUANTIZED} ({why})"
 
     def _buffers_key(self) -> tuple:
         """Identifies the buffers' storage and contents: an in-place write bumps ``_version``, a new tensor
