@@ -246,10 +246,11 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         return self._int4pack[1], self._int4pack[2]
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # ONNX has no such op: export dequantized
+            return False
         return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
                 and x.shape[-1] == self.in_features and x.numel() > 0
                 and not (x.requires_grad and torch.is_grad_enabled())  # the kernel has no backward
-                and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()  # ONNX has no such op
                 and self.kernel_unusable() is None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
