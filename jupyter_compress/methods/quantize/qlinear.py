@@ -149,7 +149,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     ``kernel``: ``'auto'`` (the kernel where it applies and is vectorized), ``'int4pack'`` (the kernel
     wherever it applies, even on a CPU where it is scalar), ``'dequantize'`` (never). The kernel's packed
     weight is built on first use and cached outside ``state_dict`` (its layout depends on the CPU), rebuilt
-    after ``load_state_dict``, a deep copy, pickling or ``.to()``. Replaces an ``nn.Linear`` or a
+    after ``load_state_dict``, a deep copy, pickling or ``.to()``; in memory it is a second int4 copy of the
+    weight (the size of ``qweight``, plus bf16 scales), which byte counts do not include. Replaces an ``nn.Linear`` or a
     transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps).
     """
 
