@@ -151,7 +151,7 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     wherever it applies, even on a CPU where it is scalar), ``'dequantize'`` (never). 'auto' does not time
     anything: measured on a 2-core AVX512 machine the kernel beat the dequantized path at every batch tried
     (1 to 4096 rows, 2x to 30x), and beat fp32 ``nn.Linear`` at small batches (13x at batch 1 on a 4096 x
-    4096 layer) while being about on par at hundreds of rows. The kernel's packed weight is built on first
+    4096 layer) but ran 0.5x to 1.5x its speed at 32 to 4096 rows (loaded machine, noisy). Its packed weight is built on first
     use and cached outside ``state_dict`` (its layout depends on the CPU), rebuilt after
     ``load_state_dict``, a deep copy, pickling or ``.to()``; in memory it is a second int4 copy of the weight
     (the size of ``qweight``, plus bf16 scales), which byte counts do not include. Replaces an ``nn.Linear``
