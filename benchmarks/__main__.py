@@ -14,6 +14,7 @@ from . import (
     bench_digits,
     bench_distill,
     bench_hf,
+    bench_int4,
     bench_lowrank,
     bench_memory,
     bench_pruning,
@@ -30,7 +31,7 @@ from .timing import REPORT
 __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_table"]
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_quantize, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
+            bench_quantize, bench_int4, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
             bench_hf, bench_memory]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 

@@ -136,8 +136,10 @@ def minilm_rows(quick: bool) -> list[dict]:
     for bits, group in ((4, 32), (4, 64), (4, 128)) if quick else ((8, 128), (4, 32), (4, 64), (4, 128)):
         small, rep = compress(model, WeightOnlyConfig(bits=bits, group_size=group))
         before, after = _report_linear_bytes(rep)
+        on_kernel = sum(str(r.detail.get("kernel", "")).startswith("int4 kernel") for r in rep.compressed_rows)
         row(f"MiniLM weight-only int{bits}, group {group}", small, before / after,
-            "report only; dequantized per call: no speedup", timed_row=False)
+            f"report only; {on_kernel}/{len(rep.compressed_rows)} Linears on the int4 kernel (speed: bench_int4)"
+            if on_kernel else "report only; dequantized per call: no speedup", timed_row=False)
     speed = interleaved_speedups(model, timed, (dict(feats),), **timing)
     timed_rows = [{"name": name, "figure": "speedup vs PyTorch fp32, batch 32",
                    "baseline": f"fp32 {r['baseline_ms']:.0f} ms", "value": f"{r['speedup']:.2f}x",
