@@ -109,22 +109,46 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     """Weights stored in int8 or int4 (two per byte), group-wise scales; dequantized to float at each call.
 
     Saves memory and storage, not time: no int4 / weight-only kernel is used on CPU here. Replaces an
-    ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps).
+    ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps). 3-bit codes (from a
+    method that chose them, e.g. a second-order quantizer) are held in the int4 container: two per byte, so
+    they take the bytes of int4; ``bits`` says 3 and the grid is [-3, 3].
     """
 
-    def __init__(self, linear: nn.Module, bits: int, group: int):
+    def __init__(self, linear: nn.Module, bits: int, group: int, codes: torch.Tensor | None = None,
+                 scale: torch.Tensor | None = None):
         super().__init__()
         self._keep_layer(linear)
         view = linear_view(linear)
         self.in_features, self.out_features, self.bits, self.group = view.in_features, view.out_features, bits, group
-        q, scale = quantize_groups(view.weight, bits, group)
-        if bits == 4:  # pack two signed 4-bit values per byte (low nibble = even column)
+        if codes is None:
+            q, scale = quantize_groups(view.weight, bits, group)
+        else:  # codes and scales computed by the caller (see from_codes)
+            q = codes
+        if bits <= 4:  # pack two signed 4-bit values per byte (low nibble = even column)
             u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
             q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
         self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
+
+    @classmethod
+    def from_codes(cls, linear: nn.Module, codes: torch.Tensor, scale: torch.Tensor, bits: int,
+                   group: int) -> WeightOnlyLinear:
+        """The layer holding given integer codes (int8 ``(out, in)``, in [-(2^(bits-1)-1), 2^(bits-1)-1]) and
+        scales (``(out, in / group)``): weight = codes * scale per group, the grid of :func:`quantize_groups`.
+        Nothing is re-quantized; ``linear`` (an ``nn.Linear`` or a ``Conv1D``) gives the attributes and bias."""
+        view = linear_view(linear)
+        qmax = 2 ** (bits - 1) - 1
+        if bits not in (3, 4, 8):
+            raise ValueError(f"bits must be 3, 4 or 8; got {bits}")
+        if tuple(codes.shape) != (view.out_features, view.in_features) or view.in_features % group or \
+                tuple(scale.shape) != (view.out_features, view.in_features // group):
+            raise ValueError(f"codes {tuple(codes.shape)} / scale {tuple(scale.shape)} do not fit a layer "
+                             f"({view.out_features}, {view.in_features}) with groups of {group}")
+        if codes.numel() and int(codes.abs().max()) > qmax:
+            raise ValueError(f"codes exceed the {bits}-bit grid [-{qmax}, {qmax}]")
+        return cls(linear, bits, group, codes=codes.to(torch.int8), scale=scale.detach().float())
 
     def dense_weight(self) -> torch.Tensor:
         return self.dequantized_weight()
@@ -134,14 +158,14 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         if not nonzero:
             return self.out_features * self.in_features + held_count((self.bias,), False)
         q = self.qweight
-        zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits == 4 \
+        zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits <= 4 \
             else q.numel() - int(torch.count_nonzero(q))
         return self.out_features * self.in_features - zeros + held_count((self.bias,), True)
 
     def dequantized_weight(self) -> torch.Tensor:
         """(out, in) in the scales' dtype, the layout of ``nn.Linear``."""
         q = self.qweight
-        if self.bits == 4:
+        if self.bits <= 4:
             q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)
         q = q.reshape(self.out_features, -1, self.group).to(self.scale.dtype)
         return (q * self.scale[..., None]).reshape(self.out_features, self.in_features)
@@ -151,4 +175,6 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
                                     None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, group={self.group}"
+        held = " (in the int4 container)" if self.bits == 3 else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{held}, "
+                f"group={self.group}")
