@@ -12,7 +12,11 @@ whose updates to the later columns are applied at once ("lazy batch" updates: sa
 Numerics: each batch's ``X^T X`` is a float32 product (BLAS speed; one batch sums at most a few thousand rows,
 ~1e-6 relative error), accumulated across batches in float64 so that many batches add no drift; dampening,
 Cholesky and inverse are float64 (a near-singular ``H`` from few or correlated rows is common), the column
-sweep float32 as in the papers. Rows are all token positions of all batches (leading dims flattened).
+sweep float32 as in the papers. Rows are all token positions of all batches (leading dims flattened), except
+padding: when a batch carries an ``attention_mask`` (batch, tokens) of 0 / 1 (a tokenizer's output), a layer
+input shaped (batch, tokens, features) contributes the rows of real tokens only. The model discards its
+outputs at padded positions, and with them (61% of the positions of MiniLM's calibration batches of 25
+sentences) the Hessian fits what no output uses: measured on MiniLM, GPTQ int4 then lost ~0.002 of cosine.
 
 Order: by default (``sequential``) layers are compressed in forward order and each later layer's ``H`` is
 measured on the model whose earlier layers are already compressed, as the papers do. Layers are grouped by
@@ -31,7 +35,7 @@ round-to-nearest (GPTQ) or magnitude selection within blocks (SparseGPT), and it
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -127,7 +131,8 @@ class OBSSweep:
         for start in range(0, columns, self.size):
             stop = min(start + self.size, columns)
             self.start, self.stop = start, stop
-            self.block, self.block_upper = w[:, start:stop].clone(), u[start:stop, start:stop]
+            self.block = w[:, start:stop].clone(memory_format=torch.contiguous_format)
+            self.block_upper = u[start:stop, start:stop]
             errors = torch.zeros_like(self.block)
             if begin is not None:
                 begin(self)
@@ -144,20 +149,25 @@ class OBSSweep:
         return w
 
 
-def relative_output_error(stats: LayerStats, weight: torch.Tensor, new_weight: torch.Tensor,
-                          bias: torch.Tensor | None) -> float | None:
-    """``||f(X) - g(X)|| / ||f(X)||`` over every calibration row, from the statistics alone (f: the layer with
-    ``weight`` and ``bias``, g: with ``new_weight``, same bias): ``tr(D S D^T)`` over ``||W X + b||^2``."""
+def relative_output_error(stats: LayerStats, weight: torch.Tensor, bias: torch.Tensor | None,
+                          *new_weights: torch.Tensor) -> list[float | None]:
+    """``||f(X) - g(X)|| / ||f(X)||`` over every calibration row for each of ``new_weights``, from the statistics
+    alone (f: the layer with ``weight`` and ``bias``; g: with a new weight, same bias): ``tr(D S D^T) / ||W X +
+    b||^2`` with ``D`` the weight change and ``S = X^T X``. Float32 products (an error to a few digits)."""
     if stats.xtx is None:
-        return None
-    s = stats.xtx.to(weight.device)
-    w, d = weight.detach().double(), (new_weight.detach().double() - weight.detach().double())
-    num = float(((d @ s) * d).sum())
-    den = float(((w @ s) * w).sum())
+        return [None] * len(new_weights)
+    s = stats.xtx.to(device=weight.device, dtype=torch.float32)
+    w = weight.detach().float()
+    den = float(((w @ s).double() * w.double()).sum())
     if bias is not None:
         b = bias.detach().double()
-        den += 2.0 * float(b @ (w @ stats.total.to(w.device))) + stats.rows * float(b @ b)
-    return (max(num, 0.0) / den) ** 0.5 if den > 0 else None
+        den += 2.0 * float(b @ (w.double() @ stats.total.to(w.device))) + stats.rows * float(b @ b)
+    out = []
+    for new in new_weights:
+        d = new.detach().float() - w
+        num = float(((d @ s).double() * d.double()).sum())
+        out.append((max(num, 0.0) / den) ** 0.5 if den > 0 else None)
+    return out
 
 
 class _Stop(Exception):  # noqa: N818 - ends a calibration batch once the group has seen its inputs
@@ -194,6 +204,19 @@ def _observe(model: nn.Module, names: list[str], batch: Any, example: Any) -> tu
     return groups + [[n] for n in names if n not in order], calls
 
 
+def _attention_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The batch's ``attention_mask`` (batch, tokens) as booleans, from the model call's keyword arguments or
+    a dict passed whole (sentence-transformers); None when there is none or it is not 0 / 1."""
+    mask = kwargs.get("attention_mask")
+    for value in args if mask is None else ():
+        if isinstance(value, Mapping) and isinstance(value.get("attention_mask"), torch.Tensor):
+            mask = value["attention_mask"]
+            break
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or not bool(((mask == 0) | (mask == 1)).all()):
+        return None
+    return mask.bool()
+
+
 def _collect(model: nn.Module, layers: list[str], batches: list, names: list[str], example: Any,
              calls: dict | None) -> dict[str, LayerStats]:
     """Statistics of ``layers``' inputs over every batch; with ``calls`` (each layer's calls per forward) a
@@ -201,17 +224,25 @@ def _collect(model: nn.Module, layers: list[str], batches: list, names: list[str
     stats = {n: LayerStats() for n in layers}
     seen: collections.Counter = collections.Counter()
     early = calls is not None and all(calls.get(n, 0) > 0 for n in layers)
+    batch_mask: list = [None]
+
+    def start(module, args, kwargs):  # a new batch: reset the call counts, find its attention mask
+        seen.clear()
+        batch_mask[0] = _attention_mask(args, kwargs)
 
     def hook_for(name: str):
         def hook(module, args):
             if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-                stats[name].add(args[0])
+                x, mask = args[0], batch_mask[0]
+                if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+                    x = x[mask.to(x.device)]  # the real tokens' rows only
+                stats[name].add(x)
             seen[name] += 1
             if early and all(seen[n] >= calls[n] for n in layers):
                 raise _Stop
         return hook
 
-    handles = [model.register_forward_pre_hook(lambda module, args: seen.clear())]
+    handles = [model.register_forward_pre_hook(start, with_kwargs=True)]
     handles += [model.get_submodule(n).register_forward_pre_hook(hook_for(n)) for n in layers]
     try:
         run_batches(model, batches, names, example, stop=_Stop)

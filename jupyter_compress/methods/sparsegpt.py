@@ -82,14 +82,14 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, amount: float =
                     percdamp: float = 0.01) -> tuple[torch.Tensor, dict]:
     """SparseGPT on one weight (out, in) with its Hessian (in, in): the pruned and updated weight (float32,
     exact zeros at the pruned places) and facts for the row."""
-    w = weight.detach().float().clone()
+    w = weight.detach().float().clone(memory_format=torch.contiguous_format)
     out_f, _ = w.shape
     upper, facts = inverse_factor(hessian.to(w.device), w, percdamp)
     block = BLOCK if n == 0 else max(m, BLOCK // m * m)  # N:M runs never straddle a block
     state = {"pruned": 0, "mask": None}
 
     def begin(sweep: OBSSweep) -> None:
-        state["mask"] = mask = torch.zeros_like(sweep.block, dtype=torch.bool)
+        state["mask"] = mask = torch.zeros(sweep.block.shape, dtype=torch.bool, device=sweep.block.device)
         if n:
             return
         k = min(round(amount * out_f * sweep.stop) - state["pruned"], mask.numel())
@@ -146,11 +146,11 @@ def _layer(name: str, old: nn.Module, stats: LayerStats | None, config: SparseGP
         encoding = pattern
     else:
         sparse, encoding = sparse_encoding_bytes(target)
-    magnitude = relative_output_error(stats, weight, _magnitude(weight, config), view.bias)
+    err, magnitude = relative_output_error(stats, weight, view.bias, target, _magnitude(weight, config))
     detail = {"pattern": pattern, "sparsity": round(1.0 - int(torch.count_nonzero(target)) / target.numel(), 6),
               "magnitude_error": None if magnitude is None else round(magnitude, 6),
               "calibration_rows": stats.rows, **facts}
-    row = layer_row(name, "prune.sparsegpt", old, new, error=relative_output_error(stats, weight, target, view.bias),
+    row = layer_row(name, "prune.sparsegpt", old, new, error=err,
                     error_kind="rel_output_error", sparse_bytes=sparse + bias_bytes, sparse_encoding=encoding,
                     detail=detail)
     return new, row

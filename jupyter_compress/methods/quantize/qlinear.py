@@ -109,13 +109,14 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     """Weights stored in int8 or int4 (two per byte), group-wise scales; dequantized to float at each call.
 
     Saves memory and storage, not time: no int4 / weight-only kernel is used on CPU here. Replaces an
-    ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps). 3-bit codes (from a
-    method that chose them, e.g. a second-order quantizer) are held in the int4 container: two per byte, so
-    they take the bytes of int4; ``bits`` says 3 and the grid is [-3, 3].
+    ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps). Made from a float layer
+    it quantizes symmetrically (:func:`quantize_groups`); :meth:`from_codes` holds codes a method computed
+    itself, optionally with a zero point per group (asymmetric: weight = (code - zero) * scale, buffer
+    ``zero``). 3-bit codes are held in the int4 container: two per byte, so they take the bytes of int4.
     """
 
     def __init__(self, linear: nn.Module, bits: int, group: int, codes: torch.Tensor | None = None,
-                 scale: torch.Tensor | None = None):
+                 scale: torch.Tensor | None = None, zero: torch.Tensor | None = None):
         super().__init__()
         self._keep_layer(linear)
         view = linear_view(linear)
@@ -130,25 +131,31 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
+        self.register_buffer("zero", None if zero is None else zero.to(torch.int8).contiguous())
         self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
 
     @classmethod
-    def from_codes(cls, linear: nn.Module, codes: torch.Tensor, scale: torch.Tensor, bits: int,
-                   group: int) -> WeightOnlyLinear:
-        """The layer holding given integer codes (int8 ``(out, in)``, in [-(2^(bits-1)-1), 2^(bits-1)-1]) and
-        scales (``(out, in / group)``): weight = codes * scale per group, the grid of :func:`quantize_groups`.
-        Nothing is re-quantized; ``linear`` (an ``nn.Linear`` or a ``Conv1D``) gives the attributes and bias."""
+    def from_codes(cls, linear: nn.Module, codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int,
+                   zero: torch.Tensor | None = None) -> WeightOnlyLinear:
+        """The layer holding given integer codes (``(out, in)``) and scales (``(out, in / group)``), nothing
+        re-quantized; ``linear`` (an ``nn.Linear`` or a ``Conv1D``) gives the attributes and the bias.
+
+        Symmetric (``zero`` None): weight = codes * scale, codes in [-(2^(b-1)-1), 2^(b-1)-1] (the grid of
+        :func:`quantize_groups`). Asymmetric: weight = (codes - zero) * scale per group, codes and zero points
+        in [-2^(b-1), 2^(b-1)-1] (``2^b`` levels, e.g. 16 for int4)."""
         view = linear_view(linear)
-        qmax = 2 ** (bits - 1) - 1
         if bits not in (3, 4, 8):
             raise ValueError(f"bits must be 3, 4 or 8; got {bits}")
+        low, high = (-(2 ** (bits - 1) - 1) if zero is None else -(2 ** (bits - 1))), 2 ** (bits - 1) - 1
+        groups = (view.out_features, view.in_features // max(group, 1))
         if tuple(codes.shape) != (view.out_features, view.in_features) or view.in_features % group or \
-                tuple(scale.shape) != (view.out_features, view.in_features // group):
+                tuple(scale.shape) != groups or (zero is not None and tuple(zero.shape) != groups):
             raise ValueError(f"codes {tuple(codes.shape)} / scale {tuple(scale.shape)} do not fit a layer "
                              f"({view.out_features}, {view.in_features}) with groups of {group}")
-        if codes.numel() and int(codes.abs().max()) > qmax:
-            raise ValueError(f"codes exceed the {bits}-bit grid [-{qmax}, {qmax}]")
-        return cls(linear, bits, group, codes=codes.to(torch.int8), scale=scale.detach().float())
+        for name, t in (("codes", codes), ("zero points", zero)):
+            if t is not None and t.numel() and (int(t.min()) < low or int(t.max()) > high):
+                raise ValueError(f"{name} exceed the {bits}-bit grid [{low}, {high}]")
+        return cls(linear, bits, group, codes=codes.to(torch.int8), scale=scale.detach().float(), zero=zero)
 
     def dense_weight(self) -> torch.Tensor:
         return self.dequantized_weight()
@@ -157,6 +164,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         """The int8 / int4 weight elements (two per byte for int4) and the bias count as parameters."""
         if not nonzero:
             return self.out_features * self.in_features + held_count((self.bias,), False)
+        if self.zero is not None:  # a weight is zero where its code equals its group's zero point
+            return int(torch.count_nonzero(self.dequantized_weight())) + held_count((self.bias,), True)
         q = self.qweight
         zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits <= 4 \
             else q.numel() - int(torch.count_nonzero(q))
@@ -168,6 +177,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         if self.bits <= 4:
             q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)
         q = q.reshape(self.out_features, -1, self.group).to(self.scale.dtype)
+        if self.zero is not None:
+            q = q - self.zero.to(self.scale.dtype)[..., None]
         return (q * self.scale[..., None]).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,5 +187,6 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
 
     def extra_repr(self) -> str:
         held = " (in the int4 container)" if self.bits == 3 else ""
+        grid = ", asymmetric" if self.zero is not None else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{held}, "
-                f"group={self.group}")
+                f"group={self.group}{grid}")
