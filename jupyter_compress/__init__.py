@@ -32,7 +32,14 @@ from .io import export_onnx, load, save
 from .methods import NMConfig, PruneConfig, SparseGPTConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
-from .methods.quantize import DynamicQuantConfig, GPTQConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .methods.quantize import (
+    DynamicQuantConfig,
+    GPTQConfig,
+    HalfConfig,
+    QATConfig,
+    StaticQuantConfig,
+    WeightOnlyConfig,
+)
 from .methods.runtime import RuntimeConfig
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable

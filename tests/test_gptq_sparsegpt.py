@@ -249,6 +249,6 @@ def test_minilm_gptq_and_sparsegpt_beat_their_baselines():
 
     rtn, gptq = score(jc.WeightOnlyConfig(bits=4, group_size=128)), score(jc.GPTQConfig(sequential=False))
     nm, sparse = score(jc.NMConfig(n=2, m=4)), score(jc.SparseGPTConfig(n=2, m=4, sequential=False))
-    # measured with these 64 sentences: RTN ~0.94, GPTQ ~0.98; 2:4 magnitude ~0.5, SparseGPT 2:4 ~0.9
+    # measured with these 64 sentences: RTN 0.938, GPTQ 0.982; 2:4 magnitude 0.564, SparseGPT 2:4 0.810
     assert gptq > rtn + 0.02 and gptq > 0.97
-    assert sparse > nm + 0.1
+    assert sparse > nm + 0.15

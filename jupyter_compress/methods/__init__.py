@@ -9,7 +9,14 @@ from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfi
 from .distill import DistillConfig
 from .nm import NMConfig
 from .prune import PruneConfig
-from .quantize import DynamicQuantConfig, GPTQConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .quantize import (
+           DynamicQuantConfig,
+           GPTQConfig,
+           HalfConfig,
+           QATConfig,
+           StaticQuantConfig,
+           WeightOnlyConfig,
+)
 from .runtime import RuntimeConfig
 from .sparsegpt import SparseGPTConfig
 from .structured import StructuredPruneConfig

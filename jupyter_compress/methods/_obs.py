@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import CompressError
 from ._common import hand_over, layer_row, parent_reads_weight
 from .quantize._common import calibration_batches, run_batches
 
@@ -99,7 +100,8 @@ def inverse_factor(hessian: torch.Tensor, weight: torch.Tensor, percdamp: float)
                 break
         damp = max(damp * 10.0, 1e-6 * mean)
     else:
-        raise RuntimeError("the calibration Hessian is not positive definite even with 10^6 times the dampening")
+        raise CompressError("A layer's calibration Hessian is not positive definite even with 10^6 times the "
+                            "dampening (non-finite inputs or weights?); raise percdamp or check the data.")
     return upper.float().to(weight.device), {"dead_inputs": int(dead.sum()), "damp": round(damp / mean, 6)}
 
 
