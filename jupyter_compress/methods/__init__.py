@@ -10,12 +10,12 @@ from .distill import DistillConfig
 from .nm import NMConfig
 from .prune import PruneConfig
 from .quantize import (
-           DynamicQuantConfig,
-           GPTQConfig,
-           HalfConfig,
-           QATConfig,
-           StaticQuantConfig,
-           WeightOnlyConfig,
+    DynamicQuantConfig,
+    GPTQConfig,
+    HalfConfig,
+    QATConfig,
+    StaticQuantConfig,
+    WeightOnlyConfig,
 )
 from .runtime import RuntimeConfig
 from .sparsegpt import SparseGPTConfig
