@@ -156,7 +156,7 @@ def relative_output_error(stats: LayerStats, weight: torch.Tensor, bias: torch.T
     """``||f(X) - g(X)|| / ||f(X)||`` over every calibration row for each of ``new_weights``, from the statistics
     alone (f: the layer with ``weight`` and ``bias``; g: with a new weight, same bias): ``tr(D S D^T) / ||W X +
     b||^2`` with ``D`` the weight change and ``S = X^T X``. Float32 products (an error to a few digits)."""
-    if stats.xtx is None:
+    if stats.xtx is None or stats.xtx.shape[0] != weight.shape[1]:
         return [None] * len(new_weights)
     s = stats.xtx.to(device=weight.device, dtype=torch.float32)
     w = weight.detach().float()

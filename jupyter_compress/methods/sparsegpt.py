@@ -14,6 +14,10 @@ the layer, accumulated block by block); N:M (``n`` > 0: keep ``n`` of every ``m`
 row, e.g. 2:4), at the first column of each run of ``m``, the ``m - n`` lowest of each row's run. ``n = 0``
 means unstructured with ``amount``; with ``n`` > 0 ``amount`` is not used (the sparsity is ``1 - n / m``).
 
+Measured on MiniLM (all-MiniLM-L6-v2; 100 calibration sentences, 128 held-out; mean cosine of the sentence
+embeddings to float32's): 50% unstructured 0.904 against 0.704 for magnitude pruning (``prune``); 2:4 0.835
+against 0.577 for magnitude 2:4 (``prune.nm``).
+
 The result is a copy of the layer with zeros in place (as ``prune`` / ``prune.nm`` give): no smaller in
 memory and no faster on a CPU; the rows give the size of a sparse encoding. 2:4 runs faster only on sparse
 tensor cores (NVIDIA Ampere or later).

@@ -20,8 +20,10 @@ and a group's grid is fixed when the first of its columns in that order is reach
 quantized yet then), from its updated weights: the reference's "static groups" keep the layout too but fix
 every grid from the weights before any update.
 
-Measured on MiniLM (all-MiniLM-L6-v2, 100 calibration sentences, 128 held-out; mean cosine of sentence
-embeddings to float32): see the method's README row / the test module for the figures.
+Measured on MiniLM (all-MiniLM-L6-v2; 100 calibration sentences in 4 batches, 128 held-out; mean cosine of the
+sentence embeddings to float32's; int4, groups of 128): round-to-nearest (``quantize.weight``) 0.940; GPTQ on the
+same symmetric grid without clip 0.973; defaults 0.984 (sequential; 0.9835 in one pass); ``act_order`` 0.985;
+one pass with ``act_order`` and ``percdamp=0.03`` 0.986 (more dampening generalises better from 100 sentences).
 
 What it buys: the bytes of weight-only int4 (about 1/8 of float32 for the weights, plus scales) at much lower
 error than round-to-nearest. Not faster: weights are dequantized per call (no int4 kernel is used here).
@@ -208,7 +210,7 @@ def _layer(name: str, old: nn.Module, stats: LayerStats | None, config: GPTQConf
               "sqnr_db": round(sqnr_db(weight, quantized), 2), "rtn_error": None if rtn_err is None else
               round(rtn_err, 6), "act_order": config.act_order, "calibration_rows": stats.rows, **facts}
     if config.bits == 3:
-        detail["container"] = "4-bit"  # held two per byte, as int4
+        detail["container"] = "4-bit (two codes per byte: int4's bytes)"
     return new, layer_row(name, "quantize.gptq", old, new, error=err, error_kind="rel_output_error", detail=detail)
 
 
