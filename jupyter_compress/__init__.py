@@ -29,10 +29,17 @@ from .errors import (
     UnknownMethodError,
 )
 from .io import export_onnx, load, save
-from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods import NMConfig, PruneConfig, SparseGPTConfig, StructuredPruneConfig, SVDConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
-from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .methods.quantize import (
+    DynamicQuantConfig,
+    GPTQConfig,
+    HalfConfig,
+    QATConfig,
+    StaticQuantConfig,
+    WeightOnlyConfig,
+)
 from .methods.runtime import RuntimeConfig
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable
@@ -64,6 +71,7 @@ __all__ = [
     "SVDConfig",
     "StructuredPruneConfig",
     "NMConfig",
+    "SparseGPTConfig",
     "TuckerConfig",
     "CPConfig",
     "TTConfig",
@@ -73,6 +81,7 @@ __all__ = [
     "RuntimeConfig",
     "StaticQuantConfig",
     "WeightOnlyConfig",
+    "GPTQConfig",
     "HalfConfig",
     "QATConfig",
     "register_method",

@@ -243,3 +243,23 @@ def test_config_field_and_magic_option():
     from jupyter_compress import options
 
     assert "packed int4 CPU kernel" in " ".join(options.usage_text().split())
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+def test_asymmetric_codes_from_gptq_run_on_the_kernel(bits, monkeypatch):
+    # GPTQ's min/max grid: weight = (code - zero) * scale per group, int3 held in the int4 container; the
+    # kernel's zero term is -zero * scale (rounded to bf16, within the same 1e-2 as the symmetric case)
+    torch.manual_seed(1)
+    layer = nn.Linear(256, 64)
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    codes = torch.randint(low, high + 1, (64, 256))
+    scale, zero = torch.rand(64, 2) * 0.01 + 1e-3, torch.randint(low, high + 1, (64, 2))
+    fast = WeightOnlyLinear.from_codes(layer, codes, scale, bits, 128, zero=zero)
+    slow = WeightOnlyLinear.from_codes(layer, codes, scale, bits, 128, zero=zero)
+    slow.kernel = "dequantize"
+    calls = _kernel_calls(monkeypatch)
+    x = torch.randn(5, 256)
+    with torch.no_grad():
+        y_fast, y_slow = fast(x), slow(x)
+    assert calls and fast.kernel_label().startswith("int4 kernel")
+    assert _rel(y_fast, y_slow) < KERNEL_TOL

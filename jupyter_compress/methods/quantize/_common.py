@@ -173,14 +173,19 @@ def fresh(batch: Any) -> Any:
     return batch
 
 
-def run_batches(model: nn.Module, batches: list[Any], names: list[str], example_inputs: Any) -> None:
-    """Run ``model`` on each batch (eval mode, no grad), turning shape errors into a clear message."""
+def run_batches(model: nn.Module, batches: list[Any], names: list[str], example_inputs: Any,
+                stop: type[BaseException] | None = None) -> None:
+    """Run ``model`` on each batch (eval mode, no grad), turning shape errors into a clear message. ``stop``:
+    an exception class a hook raises to end the current batch early (the next batch then runs)."""
     expected = expected_shape(model, names, example_inputs)
+    ended = () if stop is None else stop
     with eval_mode(model), torch.no_grad():
         for i, batch in enumerate(batches):
             _check_batch(i, batch, example_inputs, expected)
             try:
                 call_model(model, fresh(batch))
+            except ended:
+                continue
             except INPUT_ERRORS as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 got = ", ".join(f"{k} {tuple(v.shape)}" for k, v in _shapes(batch)) or type(batch).__name__

@@ -136,29 +136,35 @@ class DynamicInt8Linear(LayerStandIn, nn.Module):
 class WeightOnlyLinear(LayerStandIn, nn.Module):
     """Weights stored in int8 or int4 (two per byte), symmetric group-wise scales; activations stay float.
 
-    The buffers (``qweight``, ``scale``, ``bias``) are the whole state. int4 layers run PyTorch's packed int4
-    CPU matmul (``aten._weight_int4pack_mm_for_cpu``) where it can: a CPU input of float32 or bfloat16 with
-    no gradient wanted, ``out_features % 16 == 0``, a group of 32, 64, 128 or 256 input columns, and (``kernel=
-    'auto'``) a CPU where the kernel is vectorized (x86 AVX2 / AVX512, aarch64). That kernel computes in
-    bfloat16: the input is rounded to bf16, each weight is ``(code - 8) * bf16(scale)`` with float32
-    accumulation, and the output is rounded to bf16 then returned in the input's dtype (the bias is added
-    after, in that dtype). Its relative output error against the float32 dequantized path is about 3e-3
-    (measured 2.6e-3 to 3.6e-3), some 20x below int4's own quantization error (about 7e-2 at group 128).
-    Otherwise (int8, other shapes, other devices, fp16 / fp64 inputs, autograd, tracing for ONNX) the weight
-    is dequantized to float at each call: smaller, not faster.
+    The buffers (``qweight``, ``scale``, ``bias``, and ``zero`` for an asymmetric grid) are the whole state.
+    Made from a float layer it quantizes symmetrically (:func:`quantize_groups`); :meth:`from_codes` holds codes
+    a method computed itself (GPTQ), optionally with a zero point per group (weight = (code - zero) * scale).
+    3-bit codes are held in the int4 container: two per byte, so they take the bytes of int4.
+
+    int4 (and int3) layers run PyTorch's packed int4 CPU matmul (``aten._weight_int4pack_mm_for_cpu``) where
+    it can: a CPU input of float32 or bfloat16 with no gradient wanted, ``out_features % 16 == 0``, a group of
+    32, 64, 128 or 256 input columns, and (``kernel='auto'``) a CPU where the kernel is vectorized (x86 AVX2 /
+    AVX512, aarch64). That kernel computes in bfloat16: the input is rounded to bf16, each weight is
+    ``(u - 8) * bf16(scale) + bf16(zero term)`` with float32 accumulation, and the output is rounded to bf16
+    then returned in the input's dtype (the bias is added after, in that dtype). Its relative output error
+    against the float32 dequantized path is about 3e-3 (measured 2.6e-3 to 3.6e-3), some 20x below int4's own
+    quantization error (about 7e-2 at group 128). Otherwise (int8, other shapes, other devices, fp16 / fp64
+    inputs, autograd, tracing for ONNX) the weight is dequantized to float at each call: smaller, not faster.
 
     ``kernel``: ``'auto'`` (the kernel where it applies and is vectorized), ``'int4pack'`` (the kernel
     wherever it applies, even on a CPU where it is scalar), ``'dequantize'`` (never). 'auto' does not time
     anything: measured on a 2-core AVX512 machine the kernel beat the dequantized path at every batch tried
     (1 to 4096 rows, 2x to 30x), and beat fp32 ``nn.Linear`` at small batches (13x at batch 1 on a 4096 x
-    4096 layer) but ran 0.5x to 1.5x its speed at 32 to 4096 rows (loaded machine, noisy). Its packed weight is built on first
-    use and cached outside ``state_dict`` (its layout depends on the CPU), rebuilt after
+    4096 layer) but ran 0.5x to 1.5x its speed at 32 to 4096 rows (loaded machine, noisy). Its packed weight
+    is built on first use and cached outside ``state_dict`` (its layout depends on the CPU), rebuilt after
     ``load_state_dict``, a deep copy, pickling or ``.to()``; in memory it is a second int4 copy of the weight
     (the size of ``qweight``, plus bf16 scales), which byte counts do not include. Replaces an ``nn.Linear``
     or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps).
     """
 
-    def __init__(self, linear: nn.Module, bits: int, group: int, kernel: str = "auto"):
+    def __init__(self, linear: nn.Module, bits: int, group: int, kernel: str = "auto",
+                 codes: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                 zero: torch.Tensor | None = None):
         super().__init__()
         if kernel not in INT4_KERNEL_MODES:
             raise ValueError(f"kernel must be one of {', '.join(INT4_KERNEL_MODES)}; got {kernel!r}")
@@ -166,15 +172,42 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         view = linear_view(linear)
         self.in_features, self.out_features, self.bits, self.group = view.in_features, view.out_features, bits, group
         self.kernel = kernel
-        q, scale = quantize_groups(view.weight, bits, group)
-        if bits == 4:  # pack two signed 4-bit values per byte (low nibble = even column)
+        if codes is None:
+            q, scale = quantize_groups(view.weight, bits, group)
+        else:  # codes and scales computed by the caller (see from_codes)
+            q = codes
+        if bits <= 4:  # pack two signed 4-bit values per byte (low nibble = even column)
             u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
             q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
+        self.register_buffer("zero", None if zero is None else zero.to(torch.int8).contiguous())
         self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
         self._int4pack = None  # (key of the buffers it was built from, packed uint8, scales_and_zeros bf16)
+
+    @classmethod
+    def from_codes(cls, linear: nn.Module, codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int,
+                   zero: torch.Tensor | None = None) -> WeightOnlyLinear:
+        """The layer holding given integer codes (``(out, in)``) and scales (``(out, in / group)``), nothing
+        re-quantized; ``linear`` (an ``nn.Linear`` or a ``Conv1D``) gives the attributes and the bias.
+
+        Symmetric (``zero`` None): weight = codes * scale, codes in [-(2^(b-1)-1), 2^(b-1)-1] (the grid of
+        :func:`quantize_groups`). Asymmetric: weight = (codes - zero) * scale per group, codes and zero points
+        in [-2^(b-1), 2^(b-1)-1] (``2^b`` levels, e.g. 16 for int4)."""
+        view = linear_view(linear)
+        if bits not in (3, 4, 8):
+            raise ValueError(f"bits must be 3, 4 or 8; got {bits}")
+        low, high = (-(2 ** (bits - 1) - 1) if zero is None else -(2 ** (bits - 1))), 2 ** (bits - 1) - 1
+        groups = (view.out_features, view.in_features // max(group, 1))
+        if tuple(codes.shape) != (view.out_features, view.in_features) or view.in_features % group or \
+                tuple(scale.shape) != groups or (zero is not None and tuple(zero.shape) != groups):
+            raise ValueError(f"codes {tuple(codes.shape)} / scale {tuple(scale.shape)} do not fit a layer "
+                             f"({view.out_features}, {view.in_features}) with groups of {group}")
+        for name, t in (("codes", codes), ("zero points", zero)):
+            if t is not None and t.numel() and (int(t.min()) < low or int(t.max()) > high):
+                raise ValueError(f"{name} exceed the {bits}-bit grid [{low}, {high}]")
+        return cls(linear, bits, group, codes=codes.to(torch.int8), scale=scale.detach().float(), zero=zero)
 
     def dense_weight(self) -> torch.Tensor:
         return self.dequantized_weight()
@@ -183,21 +216,25 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         """The int8 / int4 weight elements (two per byte for int4) and the bias count as parameters."""
         if not nonzero:
             return self.out_features * self.in_features + held_count((self.bias,), False)
+        if self.zero is not None:  # a weight is zero where its code equals its group's zero point
+            return int(torch.count_nonzero(self.dequantized_weight())) + held_count((self.bias,), True)
         q = self.qweight
-        zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits == 4 \
+        zeros = int(torch.count_nonzero((q & 0x0F) == 8) + torch.count_nonzero((q >> 4) == 8)) if self.bits <= 4 \
             else q.numel() - int(torch.count_nonzero(q))
         return self.out_features * self.in_features - zeros + held_count((self.bias,), True)
 
     def codes(self) -> torch.Tensor:
         """The integer codes, (out, in) int8: signed, in [-7, 7] for int4 and [-127, 127] for int8."""
         q = self.qweight
-        if self.bits == 4:
+        if self.bits <= 4:
             q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)
         return q.reshape(self.out_features, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
         """(out, in) in the scales' dtype, the layout of ``nn.Linear``."""
         q = self.codes().reshape(self.out_features, -1, self.group).to(self.scale.dtype)
+        if self.zero is not None:
+            q = q - self.zero.to(self.scale.dtype)[..., None]
         return (q * self.scale[..., None]).reshape(self.out_features, self.in_features)
 
     # -- the packed int4 kernel ------------------------------------------------------------------------------
@@ -206,7 +243,7 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         float32 / bfloat16."""
         if self.kernel == "dequantize":
             return "kernel='dequantize'"
-        if self.bits != 4:
+        if self.bits > 4:
             return f"int{self.bits} has no weight-only kernel here"
         if not int4_kernel_available():
             return f"this PyTorch ({torch.__version__}) lacks {INT4_KERNEL}"
@@ -234,7 +271,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
                 return t._version
             except RuntimeError:  # an inference-mode tensor tracks no version (and cannot be written outside it)
                 return None
-        return tuple((t.data_ptr(), version(t), t.dtype, t.device) for t in (self.qweight, self.scale))
+        return tuple((t.data_ptr(), version(t), t.dtype, t.device) for t in (self.qweight, self.scale, self.zero)
+                     if t is not None)
 
     def _packed_int4(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kernel's weight (uint8, its own CPU-specific layout) and scales_and_zeros (in/group, out, 2) bf16,
@@ -245,8 +283,10 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
             q = self.qweight
             u = torch.stack([q & 0x0F, q >> 4], dim=-1).reshape(self.out_features, self.in_features)
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.to(torch.int32).contiguous(), 1)
-            scale = self.scale.t().to(torch.bfloat16)
-            scales_and_zeros = torch.stack([scale, torch.zeros_like(scale)], dim=-1).contiguous()
+            scale = self.scale.t().float()
+            # asymmetric grids (GPTQ): weight = (u - 8 - zero) * scale, so the kernel's zero term is -zero * scale
+            offset = torch.zeros_like(scale) if self.zero is None else -self.zero.t().float() * scale
+            scales_and_zeros = torch.stack([scale, offset], dim=-1).to(torch.bfloat16).contiguous()
             self._int4pack = (key, packed, scales_and_zeros)
         return self._int4pack[1], self._int4pack[2]
 
@@ -287,5 +327,7 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         super().__setstate__(state)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, "
-                f"group={self.group}, kernel={self.kernel}")
+        held = " (in the int4 container)" if self.bits == 3 else ""
+        grid = ", asymmetric" if self.zero is not None else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{held}, "
+                f"group={self.group}{grid}, kernel={self.kernel}")
