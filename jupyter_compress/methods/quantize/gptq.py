@@ -56,9 +56,13 @@ class GPTQConfig(MethodConfig):
                       choices=(4, 3, 8))
     group_size: int = param(128, help="input columns sharing one scale (the grid of quantize.weight); a layer "
                             "with fewer inputs uses one group per row", check=IntAtLeast(2))
-    percdamp: float = param(0.01, help="dampening added to diag(H), as a fraction of its mean (larger: more "
-                            "stable, closer to round-to-nearest)", check=Interval(0.0, 1.0, "[]"))
-    act_order: bool = param(False, help="quantize columns by decreasing diag(H) (the inputs with the largest "
+    # defaults from measurements on MiniLM int4 g128 with 100 calibration sentences (embedding cosine on 128
+    # held-out): percdamp 0.01 / act_order off 0.9838 (the paper's defaults), act_order 0.9849, act_order with
+    # percdamp 0.03 0.9864: a few hundred calibration inputs estimate H roughly, and more damping generalises
+    percdamp: float = param(0.03, help="dampening added to diag(H), as a fraction of its mean (larger: more "
+                            "stable, closer to round-to-nearest; the paper's 0.01 suits thousands of "
+                            "calibration inputs)", check=Interval(0.0, 1.0, "[]"))
+    act_order: bool = param(True, help="quantize columns by decreasing diag(H) (the inputs with the largest "
                             "activations first); groups stay contiguous", check=Boolean())
     symmetric: bool = param(False, help="False: the GPTQ reference's min/max grid, a zero point per group (16 "
                             "levels for int4; one more byte per group); True: the symmetric grid of quantize.weight "
