@@ -4,7 +4,7 @@ One module per family. tensorly is imported inside the decomposition functions
 only, so ``import jupyter_compress`` stays light.
 """
 
-from . import decompose, distill, nm, prune, quantize, runtime, schedule, structured  # noqa: F401
+from . import decompose, distill, nm, prune, quantize, runtime, schedule, structured, wanda  # noqa: F401
 from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfig, spectrum
 from .distill import DistillConfig
 from .nm import NMConfig
@@ -12,7 +12,8 @@ from .prune import PruneConfig
 from .quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
 from .runtime import RuntimeConfig
 from .structured import StructuredPruneConfig
+from .wanda import WandaConfig
 
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
            "LayerAnalysis", "spectrum", "DistillConfig", "DynamicQuantConfig", "HalfConfig", "QATConfig",
-           "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig"]
+           "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig", "WandaConfig"]
