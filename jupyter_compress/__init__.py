@@ -29,10 +29,18 @@ from .errors import (
     UnknownMethodError,
 )
 from .io import export_onnx, load, save
-from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig
+from .methods import NMConfig, PruneConfig, StructuredPruneConfig, SVDConfig, WandaConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
-from .methods.quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .methods.quantize import (
+    AWQConfig,
+    DynamicQuantConfig,
+    HalfConfig,
+    QATConfig,
+    SmoothQuantConfig,
+    StaticQuantConfig,
+    WeightOnlyConfig,
+)
 from .methods.runtime import RuntimeConfig
 from .methods.schedule import prune_gradually, schedule_amounts
 from .strategy.compare import ComparisonTable
@@ -64,6 +72,7 @@ __all__ = [
     "SVDConfig",
     "StructuredPruneConfig",
     "NMConfig",
+    "WandaConfig",
     "TuckerConfig",
     "CPConfig",
     "TTConfig",
@@ -73,6 +82,8 @@ __all__ = [
     "RuntimeConfig",
     "StaticQuantConfig",
     "WeightOnlyConfig",
+    "AWQConfig",
+    "SmoothQuantConfig",
     "HalfConfig",
     "QATConfig",
     "register_method",

@@ -9,11 +9,20 @@ from .decompose import CPConfig, LayerAnalysis, SVDConfig, TTConfig, TuckerConfi
 from .distill import DistillConfig
 from .nm import NMConfig
 from .prune import PruneConfig
-from .quantize import DynamicQuantConfig, HalfConfig, QATConfig, StaticQuantConfig, WeightOnlyConfig
+from .quantize import (
+    AWQConfig,
+    DynamicQuantConfig,
+    HalfConfig,
+    QATConfig,
+    SmoothQuantConfig,
+    StaticQuantConfig,
+    WeightOnlyConfig,
+)
 from .runtime import RuntimeConfig
 from .structured import StructuredPruneConfig
 from .wanda import WandaConfig
 
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
            "LayerAnalysis", "spectrum", "DistillConfig", "DynamicQuantConfig", "HalfConfig", "QATConfig",
-           "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig", "WandaConfig"]
+           "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig", "WandaConfig", "AWQConfig",
+           "SmoothQuantConfig"]

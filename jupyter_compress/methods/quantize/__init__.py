@@ -1,13 +1,16 @@
-"""Quantization methods: dynamic int8 (ONNX Runtime or torch), static int8, weight-only int8/int4, fp16/bf16.
+"""Quantization methods: dynamic int8 (ONNX Runtime or torch), static int8, weight-only int8/int4 (plain or
+activation-aware), fp16/bf16, and activation smoothing before int8.
 
 Importing this package registers them. onnxruntime is imported only when its route runs.
 """
 
-from . import dynamic, qat, static, weight  # noqa: F401
+from . import awq, dynamic, qat, smoothquant, static, weight  # noqa: F401
 from ._common import BackendUnavailableError, CalibrationDataError
+from .awq import AWQConfig
 from .dynamic import DynamicQuantConfig
 from .qat import QATConfig
+from .smoothquant import SmoothQuantConfig
 from .static import StaticQuantConfig
 from .weight import HalfConfig, WeightOnlyConfig
 
-__all__ = ["BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "HalfConfig", "QATConfig", "StaticQuantConfig", "WeightOnlyConfig"]
+__all__ = ["AWQConfig", "SmoothQuantConfig", "BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "HalfConfig", "QATConfig", "StaticQuantConfig", "WeightOnlyConfig"]

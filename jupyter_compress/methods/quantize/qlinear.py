@@ -112,12 +112,13 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     ``nn.Linear`` or a transformers ``Conv1D`` (whose ``weight`` and ``nf`` it keeps).
     """
 
-    def __init__(self, linear: nn.Module, bits: int, group: int):
+    def __init__(self, linear: nn.Module, bits: int, group: int, *, weight: torch.Tensor | None = None,
+                 input_scale: torch.Tensor | None = None):
         super().__init__()
         self._keep_layer(linear)
         view = linear_view(linear)
         self.in_features, self.out_features, self.bits, self.group = view.in_features, view.out_features, bits, group
-        q, scale = quantize_groups(view.weight, bits, group)
+        q, scale = quantize_groups(view.weight if weight is None else weight, bits, group)
         if bits == 4:  # pack two signed 4-bit values per byte (low nibble = even column)
             u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
             q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
@@ -125,9 +126,19 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
         self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
+        # optional per-input-channel multiplier applied to x first (activation-aware scaling kept in the layer)
+        self.register_buffer("input_scale", None if input_scale is None else input_scale.detach().clone())
+
+    @classmethod
+    def from_weight(cls, linear: nn.Module, weight: torch.Tensor, bits: int, group: int,
+                    input_scale: torch.Tensor | None = None) -> WeightOnlyLinear:
+        """Replace ``linear`` (its bias, attributes and stand-in weight), quantizing ``weight`` (out, in) instead
+        of its own; ``input_scale`` (in,): multiply the input by it first."""
+        return cls(linear, bits, group, weight=weight, input_scale=input_scale)
 
     def dense_weight(self) -> torch.Tensor:
-        return self.dequantized_weight()
+        w, m = self.dequantized_weight(), getattr(self, "input_scale", None)  # modules pickled before: none
+        return w if m is None else w * m.to(w.dtype)[None, :]
 
     def held_parameters(self, nonzero: bool = False) -> int:
         """The int8 / int4 weight elements (two per byte for int4) and the bias count as parameters."""
@@ -147,8 +158,12 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         return (q * self.scale[..., None]).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = getattr(self, "input_scale", None)
+        if m is not None:
+            x = x * m.to(x.dtype)
         return nn.functional.linear(x, self.dequantized_weight().to(x.dtype),
                                     None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, group={self.group}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}, group={self.group}"
+                + (", input_scale" if getattr(self, "input_scale", None) is not None else ""))
