@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core.config import IntAtLeast, Interval, MethodConfig, param
+from ...core.config import Boolean, IntAtLeast, Interval, MethodConfig, param
 from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...core.ties import tied_groups
@@ -55,6 +55,9 @@ class SmoothQuantConfig(MethodConfig):
     unfoldable: str = param("multiplier", help="a layer whose input no norm layer can absorb 1/s for: "
                             "'multiplier' (a per-channel multiply before it) or 'skip' (left alone)",
                             choices=("multiplier", "skip"))
+    only_if_better: bool = param(True, help="smooth a layer (or the layers sharing a norm) only where that lowers "
+                                 "its simulated int8 output error on the calibration rows (else left alone, and "
+                                 "its row says so)", check=Boolean())
     batches: int = param(64, help="calibration batches the activation maxima are measured on",
                          check=IntAtLeast(1))
 
@@ -169,8 +172,8 @@ def apply_smoothquant(model: nn.Module, names: list[str], config: SmoothQuantCon
                      f"(InputScaled: no norm layer could absorb 1/s, e.g. {counts['multiplier'][0]}); int8 steps "
                      "quantize the smoothed layer inside it.")
     if counts["skipped"]:
-        notes.append(f"{len(counts['skipped'])} layer(s) left alone (unfoldable='skip'): no norm layer could "
-                     "absorb 1/s for them.")
+        notes.append(f"{len(counts['skipped'])} layer(s) left alone: smoothing would not lower their simulated "
+                     "int8 error, or (unfoldable='skip') no norm layer could absorb 1/s; their rows say which.")
     notes += unsupported_note(model, LINEAR_TYPES, "quantize.smoothquant")
     return MethodResult(replacements, rows, notes)
 
@@ -178,7 +181,8 @@ def apply_smoothquant(model: nn.Module, names: list[str], config: SmoothQuantCon
 def _smooth_group(model: nn.Module, group: Group, cap: Capture, config: SmoothQuantConfig, replacements: dict,
                   built: dict, counts: dict[str, list[str]]) -> None:
     """One shared ``s`` for the group's layers; fold 1/s into its norm when exact, else a multiplier (or
-    skip); rows into ``built``."""
+    skip); left alone where it would not lower the simulated int8 error (``only_if_better``); rows into
+    ``built``."""
     olds = {n: model.get_submodule(n) for n in group.layers}
     act_max = torch.stack([cap.stats[n].abs_max for n in group.layers]).amax(dim=0)
     s = smoothing_scales(act_max, [linear_view(m).weight for m in olds.values()], config.alpha)
@@ -188,26 +192,37 @@ def _smooth_group(model: nn.Module, group: Group, cap: Capture, config: SmoothQu
         norm_new = fold_into_norm(norm_old, 1.0 / s, cap.probes.get(group.norm))
         why = f"the output of {group.norm} did not scale with its weight on calibration inputs"
     where = group.norm if norm_new is not None else f"input multiplier ({why})"
-    if norm_new is None and config.unfoldable == "skip":
+
+    def leave(reason: str, details: dict | None = None) -> None:
         for name in group.layers:
-            built[name] = layer_row(name, "quantize.smoothquant", olds[name], None,
-                                    skipped=f"no norm layer can absorb 1/s: {why}")
+            built[name] = layer_row(name, "quantize.smoothquant", olds[name], None, skipped=reason,
+                                    detail=(details or {}).get(name, {}))
             counts["skipped"].append(name)
-        return
+
+    if norm_new is None and config.unfoldable == "skip":
+        return leave(f"no norm layer can absorb 1/s: {why}")
+    scaled, details = {}, {}
     for name, old in olds.items():
-        scaled = scale_columns(old, s)
-        new = scaled if norm_new is not None else InputScaled(scaled, 1.0 / s)
-        x = cap.rows.get(name)
-        inputs = [] if x is None else [x]
-        smoothed = simulate_dynamic_int8(scaled, True)
-        detail = {"alpha": config.alpha, "scales_into": where,
-                  "act_outlier_ratio_before": round(_outliers(act_max), 2),
-                  "act_outlier_ratio_after": round(_outliers(act_max / s), 2),
-                  "int8_error_before": output_error(old, simulate_dynamic_int8(old, True), inputs),
-                  "int8_error_after": output_error(old, lambda v, f=smoothed: f(v / s.to(v.dtype)), inputs)}
-        err = output_error(old, lambda v, f=scaled: f(v / s.to(v.dtype)), inputs)
+        scaled[name] = scale_columns(old, s)
+        inputs = [cap.rows[name]] if name in cap.rows else []
+        smoothed = simulate_dynamic_int8(scaled[name], True)
+        details[name] = {"alpha": config.alpha, "scales_into": where,
+                         "act_outlier_ratio_before": round(_outliers(act_max), 2),
+                         "act_outlier_ratio_after": round(_outliers(act_max / s), 2),
+                         "int8_error_before": output_error(old, simulate_dynamic_int8(old, True), inputs),
+                         "int8_error_after": output_error(old, lambda v, f=smoothed: f(v / s.to(v.dtype)), inputs)}
+    before = sum(d["int8_error_before"] or 0.0 for d in details.values())
+    after = sum(d["int8_error_after"] or 0.0 for d in details.values())
+    if config.only_if_better and after >= before:
+        summed = f", summed over the layers after {group.norm}" if len(group.layers) > 1 else ""
+        return leave(f"smoothing would not lower its simulated int8 output error on the calibration rows "
+                     f"({before:.4f} -> {after:.4f}{summed})", details)
+    for name, old in olds.items():
+        new = scaled[name] if norm_new is not None else InputScaled(scaled[name], 1.0 / s)
+        inputs = [cap.rows[name]] if name in cap.rows else []
+        err = output_error(old, lambda v, f=scaled[name]: f(v / s.to(v.dtype)), inputs)
         built[name] = layer_row(name, "quantize.smoothquant", old, new, error=err, error_kind="rel_output_error",
-                                detail=detail)
+                                detail=details[name])
         replacements[name] = new
         if norm_new is None:
             counts["multiplier"].append(name)
@@ -215,4 +230,5 @@ def _smooth_group(model: nn.Module, group: Group, cap: Capture, config: SmoothQu
         replacements[group.norm] = norm_new
         counts["folded"].append(group.norm)
         built[("norm", group.layers[-1])] = layer_row(group.norm, "quantize.smoothquant", norm_old, norm_new,
-                                                      detail={"holds_scales_of": list(group.layers), "alpha": config.alpha})
+                                                      detail={"holds_scales_of": list(group.layers),
+                                                              "alpha": config.alpha})
