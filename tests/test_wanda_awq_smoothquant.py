@@ -261,3 +261,25 @@ def test_smoothquant_leaves_layers_it_would_not_help():
     assert all(r.detail["int8_error_after"] < r.detail["int8_error_before"] for r in guarded.compressed_rows)
     _, every = jc.compress(model, jc.SmoothQuantConfig(only_if_better=False), example_inputs=x)
     assert not every.skipped_rows
+
+
+@pytest.mark.parametrize("config", [jc.AWQConfig(), jc.SmoothQuantConfig()], ids=lambda c: type(c).__name__)
+def test_a_saved_model_loads_with_the_layout_it_was_saved_with(config, tmp_path):
+    """The step is pinned to where each layer's 1/s went (its layout): load replays it on synthetic inputs,
+    where the data-driven choices (SmoothQuant's int8 check) could differ, and gets the same modules."""
+    model, calib, held_out = outlier_model()
+    small, report = run(model, calib, config)
+    path = jc.save(small, report, tmp_path / "m.safetensors", example_inputs=calib[:2])
+    back = jc.load(lambda: outlier_model()[0], path)
+    assert jc.state_dict_hash(back) == jc.state_dict_hash(small)
+    assert torch.equal(back(held_out), small(held_out))
+    from jupyter_compress.io.artifact import read_manifest
+
+    layout = jc.Plan.from_dict(read_manifest(path)["plan"]).steps[0].config.layout
+    expected = {r.name: "norm" if r.detail["scales_into"] == "ln" else "multiplier"
+                for r in report.compressed_rows if "scales_into" in r.detail}
+    assert layout == expected and expected["fc1"] == "norm"
+    # replayed from the pinned plan on other data, the same layers change the same way
+    other = torch.randn(3, 5, 256, generator=torch.Generator().manual_seed(9))
+    again, _ = run(model, other, jc.Plan.from_dict(read_manifest(path)["plan"]).steps[0].config)
+    assert set(again.state_dict()) == set(small.state_dict())

@@ -31,11 +31,17 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..core.config import Constraint
 from ..core.metrics import relative_error
-from .quantize._common import run_batches
+from ..errors import CompressError
 from ._common import _METADATA, LINEAR_TYPES, is_conv1d
+from .quantize._common import run_batches
 
-__all__ = ["ChannelStats", "Capture", "Group", "collect", "norm_like", "fold_into_norm", "scale_columns"]
+__all__ = ["ChannelStats", "Capture", "Group", "collect", "norm_like", "fold_into_norm", "scale_columns", "Layout",
+           "pin_layout", "NOT_PINNED"]
+
+NOT_PINNED = "not changed when this step ran before (its pinned layout leaves it out)"
+MULTIPLIER = "input multiplier"  # how a row's 'scales_into' starts when 1/s stays in the layer
 
 
 @dataclasses.dataclass
@@ -104,7 +110,8 @@ class _Uses(TorchFunctionMode):
         cap = self.capture
         if cap.paused or not cap.outputs or func in _METADATA:
             return func(*args, **kwargs)
-        tracked = [(t, n) for t in _tensors((args, kwargs)) if (n := cap.norm_of(t)) is not None and not cap.inside(t)]
+        tracked = [(t, n) for t in _tensors((args, kwargs))
+                   if (n := cap.norm_of(t)) is not None and not cap.inside(t)]
         result = func(*args, **kwargs)
         for tensor, norm in tracked:
             if result is not tensor:  # eval-mode dropout returns its input itself: not a use
@@ -137,9 +144,28 @@ class Capture:
     def escape(self, norm: str, why: str) -> None:
         self.escapes.setdefault(norm, why)
 
-    def groups(self, eligible: list[str]) -> list[Group]:
+    def groups(self, eligible: list[str], layout: dict[str, str] | None = None) -> list[Group]:
         """The layers of ``eligible`` (in order) in groups: one per foldable norm (all its consumers eligible
-        and fed by it alone, its output read by nothing else), then each remaining layer alone."""
+        and fed by it alone, its output read by nothing else), then each remaining layer alone.
+
+        ``layout`` (a pinned step, see :func:`pin_layout`): only its layers, each where it says ('norm' or
+        'multiplier'); a layer pinned to a norm that cannot take its scale now is a CompressError."""
+        if layout is not None:
+            groups = self.groups([n for n in eligible if n in layout])
+            out = []
+            for g in groups:
+                wanted = {layout[n] for n in g.layers}
+                if g.norm is None and "norm" in wanted:
+                    raise CompressError(f"This step was pinned with the scale of {g.layers[0]} folded into a norm "
+                                        f"layer, but now {g.why}; run it unpinned (layout=None).")
+                if g.norm is not None and wanted == {"multiplier"}:
+                    out += [Group([n], None, "pinned so when this step ran before") for n in g.layers]
+                elif g.norm is not None and len(wanted) > 1:
+                    raise CompressError(f"This step's pinned layout splits the layers after {g.norm}; run it "
+                                        f"unpinned (layout=None).")
+                else:
+                    out.append(g)
+            return out
         ok = set(eligible)
         folds: dict[str, Group] = {}
         alone: dict[str, Group] = {}
@@ -299,3 +325,28 @@ def fold_into_norm(norm: nn.Module, inverse: torch.Tensor, probe: torch.Tensor |
         if not isinstance(ref, torch.Tensor) or ref.shape[-1:] != inverse.shape:
             return None
         return new if relative_error(ref.float() * inverse.float(), out.float()) <= tolerance else None
+
+
+class Layout(Constraint):
+    """None, or a mapping {layer name: 'norm' or 'multiplier'} (where each layer's 1/s went)."""
+
+    def check(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return isinstance(value, dict) and len(value) <= 100_000 and all(
+            isinstance(k, str) and 0 < len(k) <= 1000 and v in ("norm", "multiplier") for k, v in value.items())
+
+    def describe(self) -> str:
+        return "None or a mapping {layer name: 'norm' or 'multiplier'}"
+
+    def normalize(self, value: Any) -> Any:
+        return None if value is None else {str(k): str(v) for k, v in value.items()}
+
+
+def pin_layout(step: dict[str, Any], rows: list[Any]) -> dict[str, Any]:
+    """The step pinned to where each changed layer's 1/s went (from its rows' ``scales_into``): replayed on
+    other data (a saved model's synthetic inputs) it changes the same layers the same way, so the saved
+    weights fit, whatever the data would choose."""
+    layout = {r.name: "multiplier" if str(r.detail["scales_into"]).startswith(MULTIPLIER) else "norm"
+              for r in rows if "scales_into" in r.detail}
+    return {**step, "layout": layout}

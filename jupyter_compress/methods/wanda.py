@@ -146,7 +146,8 @@ def apply_wanda(model: nn.Module, names: list[str], config: WandaConfig, ctx: An
         else:
             sparse, encoding = sparse_encoding_bytes(linear_view(new).weight)
         detail = {"sparsity": 1.0 - int(torch.count_nonzero(mask)) / max(mask.numel(), 1),
-                  "weighted_error": _weighted_error(view.weight, mask, norms), "calibration_rows": stats[name].rows}
+                  "weighted_error": _weighted_error(view.weight, mask, norms),
+                  "calibration_rows": stats[name].rows}
         if pattern:
             detail["pattern"] = pattern
         rows.append(layer_row(name, "prune.wanda", old, new, error=relative_error(old.weight, new.weight),

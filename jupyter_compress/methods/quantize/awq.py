@@ -33,7 +33,7 @@ from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...core.ties import tied_groups
 from ...errors import InvalidConfigError, shown
-from .._actstats import Group, _spread, collect, fold_into_norm
+from .._actstats import NOT_PINNED, Group, Layout, _spread, collect, fold_into_norm, pin_layout
 from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
 from ._common import calibration_batches, output_error, sqnr_db, unsupported_note
 from .qlinear import WeightOnlyLinear, quantize_groups
@@ -58,6 +58,9 @@ class AWQConfig(MethodConfig):
                        "inputs", check=Boolean())
     rows: int = param(1024, help="calibration token rows per layer the searches measure output errors on "
                       "(spread evenly over the batches)", check=IntAtLeast(16, 1_000_000))
+    layout: dict | None = param(None, help="where each changed layer's 1/s went, {layer: 'norm' or 'multiplier'}: "
+                                "set when a plan is saved, so a replay changes the same layers the same way "
+                                "(None: decided on the calibration data)", check=Layout())
     batches: int = param(64, help="calibration batches the activation statistics are gathered on",
                          check=IntAtLeast(1))
 
@@ -116,7 +119,8 @@ def search_clip(weight: torch.Tensor, x: torch.Tensor, bits: int, group: int) ->
         for i in range(int(_CLIP_SHRINK * _CLIP_STEPS)):
             limit = top * (1 - i / _CLIP_STEPS)
             scale = (limit / qmax).clamp_min(1e-12)  # as quantize_groups computes it from the clipped group
-            q = torch.clamp(torch.round(torch.maximum(torch.minimum(wg, limit), -limit) / scale), -qmax, qmax) * scale
+            clamped = torch.maximum(torch.minimum(wg, limit), -limit)
+            q = torch.clamp(torch.round(clamped / scale), -qmax, qmax) * scale
             err = (q @ xg - ref).pow(2).mean(-1, keepdim=True)
             better = err < best_err
             best_err = torch.where(better, err, best_err)
@@ -132,6 +136,8 @@ def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str], co
         return reason
     if name in tied:
         return "its weight is tied to another layer's; quantizing it would untie them"
+    if config.layout is not None and name not in config.layout:
+        return NOT_PINNED
     if name not in seen:
         return "it did not run on the calibration data (no activations to scale by)"
     in_f = linear_view(model.get_submodule(name)).in_features
@@ -155,6 +161,7 @@ def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str], co
     dial="bits",
     options=(MagicOption("--awq", "BITS", _parse_bits, const=4, help_field="bits",
                          help="AWQ activation-aware weight-only quantization (4 alone)"),),
+    pin=pin_layout,
     sweep=False,  # a search on calibration data per layer: run when asked for by name
 )
 def apply_awq(model: nn.Module, names: list[str], config: AWQConfig, ctx: Any) -> MethodResult:
@@ -173,16 +180,16 @@ def apply_awq(model: nn.Module, names: list[str], config: AWQConfig, ctx: Any) -
     built: dict[str, Any] = {}
     folded: list[str] = []
     multiplied: list[str] = []
-    for group in cap.groups(eligible):
+    for group in cap.groups(eligible, config.layout):
         _quantize_group(model, group, cap, config, replacements, built, folded, multiplied)
     for name in names:  # rows in the model's order, each norm right after the layers it holds the scales of
         rows.append(skipped.get(name) or built.pop(name))
         norm_row = built.pop(("norm", name), None)
         if norm_row is not None:
             rows.append(norm_row)
+    measured = max((cap.rows[n].shape[0] for n in eligible), default=0)
     notes = [f"AWQ int{config.bits} (group {config.group_size}): per-channel scales s = mean|x|^alpha, alpha "
-             f"searched over {config.grid} values per layer group on {max(cap.rows[n].shape[0] for n in eligible) if eligible else 0} "
-             f"calibration rows{' with clipping' if config.clip else ''}; each row's detail gives alpha and the "
+             f"searched over {config.grid} values per layer group on {measured} calibration rows{' with clipping' if config.clip else ''}; each row's detail gives alpha and the "
              "round-to-nearest output error for comparison."]
     if folded:
         notes.append(f"1/s folded into {len(folded)} norm layer(s) ({', '.join(folded[:3])}"

@@ -36,7 +36,7 @@ from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...core.ties import tied_groups
 from ...errors import InvalidConfigError, shown
-from .._actstats import Capture, Group, collect, fold_into_norm, scale_columns
+from .._actstats import NOT_PINNED, Capture, Group, Layout, collect, fold_into_norm, pin_layout, scale_columns
 from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
 from ._common import calibration_batches, output_error, unsupported_note
 from .dynamic import simulate_dynamic_int8
@@ -58,6 +58,9 @@ class SmoothQuantConfig(MethodConfig):
     only_if_better: bool = param(True, help="smooth a layer (or the layers sharing a norm) only where that lowers "
                                  "its simulated int8 output error on the calibration rows (else left alone, and "
                                  "its row says so)", check=Boolean())
+    layout: dict | None = param(None, help="where each changed layer's 1/s went, {layer: 'norm' or 'multiplier'}: "
+                                "set when a plan is saved, so a replay changes the same layers the same way "
+                                "(None: decided on the calibration data)", check=Layout())
     batches: int = param(64, help="calibration batches the activation maxima are measured on",
                          check=IntAtLeast(1))
 
@@ -110,12 +113,15 @@ def _outliers(act_max: torch.Tensor) -> float:
     return float(act_max.max()) / med if med > 0 else float("inf")
 
 
-def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str]) -> str | None:
+def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str],
+                 config: SmoothQuantConfig) -> str | None:
     reason = parent_reads_weight(model, name)
     if reason:
         return reason
     if name in tied:
         return "its weight is tied to another layer's; scaling its columns would change the other's"
+    if config.layout is not None and name not in config.layout:
+        return NOT_PINNED
     if name not in seen:
         return "it did not run on the calibration data (no activation maxima)"
     return None
@@ -135,6 +141,7 @@ def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str]) ->
     dial="alpha",
     options=(MagicOption("--smoothquant", "ALPHA", _parse_alpha, const=0.5, help_field="alpha",
                          help="SmoothQuant before int8 (alone: alpha 0.5; add --quantize int8)"),),
+    pin=pin_layout,
     sweep=False,  # changes no size or accuracy alone: measured together with an int8 step
 )
 def apply_smoothquant(model: nn.Module, names: list[str], config: SmoothQuantConfig, ctx: Any) -> MethodResult:
@@ -144,14 +151,14 @@ def apply_smoothquant(model: nn.Module, names: list[str], config: SmoothQuantCon
     built: dict[Any, Any] = {}
     eligible = []
     for name in names:
-        reason = _skip_reason(model, name, tied, set(cap.stats))
+        reason = _skip_reason(model, name, tied, set(cap.stats), config)
         if reason:
             built[name] = layer_row(name, "quantize.smoothquant", model.get_submodule(name), None, skipped=reason)
         else:
             eligible.append(name)
     replacements: dict[str, nn.Module] = {}
     counts = {"folded": [], "multiplier": [], "skipped": []}
-    for group in cap.groups(eligible):
+    for group in cap.groups(eligible, config.layout):
         _smooth_group(model, group, cap, config, replacements, built, counts)
     rows = []
     for name in names:  # each norm's row right after the last layer it holds the scales of
@@ -213,7 +220,7 @@ def _smooth_group(model: nn.Module, group: Group, cap: Capture, config: SmoothQu
                          "int8_error_after": output_error(old, lambda v, f=smoothed: f(v / s.to(v.dtype)), inputs)}
     before = sum(d["int8_error_before"] or 0.0 for d in details.values())
     after = sum(d["int8_error_after"] or 0.0 for d in details.values())
-    if config.only_if_better and after >= before:
+    if config.only_if_better and config.layout is None and after >= before:
         summed = f", summed over the layers after {group.norm}" if len(group.layers) > 1 else ""
         return leave(f"smoothing would not lower its simulated int8 output error on the calibration rows "
                      f"({before:.4f} -> {after:.4f}{summed})", details)
