@@ -38,7 +38,7 @@ from ...core.ties import tied_groups
 from ...errors import InvalidConfigError, shown
 from .._actstats import NOT_PINNED, Capture, Group, Layout, collect, fold_into_norm, pin_layout, scale_columns
 from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
-from ._common import calibration_batches, output_error, unsupported_note
+from ._common import calibration_batches, output_error
 from .dynamic import simulate_dynamic_int8
 
 __all__ = ["SmoothQuantConfig", "InputScaled", "smoothing_scales"]
@@ -181,7 +181,6 @@ def apply_smoothquant(model: nn.Module, names: list[str], config: SmoothQuantCon
     if counts["skipped"]:
         notes.append(f"{len(counts['skipped'])} layer(s) left alone: smoothing would not lower their simulated "
                      "int8 error, or (unfoldable='skip') no norm layer could absorb 1/s; their rows say which.")
-    notes += unsupported_note(model, LINEAR_TYPES, "quantize.smoothquant")
     return MethodResult(replacements, rows, notes)
 
 
