@@ -29,14 +29,16 @@ from .errors import (
     UnknownMethodError,
 )
 from .io import export_onnx, load, save
-from .methods import NMConfig, PruneConfig, SparseGPTConfig, StructuredPruneConfig, SVDConfig
+from .methods import NMConfig, PruneConfig, SparseGPTConfig, StructuredPruneConfig, SVDConfig, WandaConfig
 from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, spectrum
 from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import (
+    AWQConfig,
     DynamicQuantConfig,
     GPTQConfig,
     HalfConfig,
     QATConfig,
+    SmoothQuantConfig,
     StaticQuantConfig,
     WeightOnlyConfig,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "StructuredPruneConfig",
     "NMConfig",
     "SparseGPTConfig",
+    "WandaConfig",
     "TuckerConfig",
     "CPConfig",
     "TTConfig",
@@ -82,6 +85,8 @@ __all__ = [
     "StaticQuantConfig",
     "WeightOnlyConfig",
     "GPTQConfig",
+    "AWQConfig",
+    "SmoothQuantConfig",
     "HalfConfig",
     "QATConfig",
     "register_method",

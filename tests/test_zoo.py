@@ -34,6 +34,8 @@ def _plan(method: str) -> jc.Plan:
     config = get_method(method).config_cls()
     if get_method(method).family == "distillation":  # recovery after a compression step, as users run it
         return jc.Plan.of(jc.PruneConfig(amount=0.5), config, seed=1)
+    if method == "quantize.smoothquant":  # a float step before int8, not a compression alone: as users run it
+        return jc.Plan.of(config, jc.DynamicQuantConfig(backend="torch"), seed=1)
     return jc.Plan.of(config, seed=1)
 
 

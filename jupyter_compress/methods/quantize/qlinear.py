@@ -164,7 +164,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
 
     def __init__(self, linear: nn.Module, bits: int, group: int, kernel: str = "auto",
                  codes: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                 zero: torch.Tensor | None = None):
+                 zero: torch.Tensor | None = None, *, weight: torch.Tensor | None = None,
+                 input_scale: torch.Tensor | None = None):
         super().__init__()
         if kernel not in INT4_KERNEL_MODES:
             raise ValueError(f"kernel must be one of {', '.join(INT4_KERNEL_MODES)}; got {kernel!r}")
@@ -173,7 +174,7 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         self.in_features, self.out_features, self.bits, self.group = view.in_features, view.out_features, bits, group
         self.kernel = kernel
         if codes is None:
-            q, scale = quantize_groups(view.weight, bits, group)
+            q, scale = quantize_groups(view.weight if weight is None else weight, bits, group)
         else:  # codes and scales computed by the caller (see from_codes)
             q = codes
         if bits <= 4:  # pack two signed 4-bit values per byte (low nibble = even column)
@@ -185,6 +186,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
         self.register_buffer("zero", None if zero is None else zero.to(torch.int8).contiguous())
         self.register_buffer("bias", None if view.bias is None else view.bias.detach().clone())
         self._int4pack = None  # (key of the buffers it was built from, packed uint8, scales_and_zeros bf16)
+        # optional per-input-channel multiplier applied to x first (activation-aware scaling kept in the layer)
+        self.register_buffer("input_scale", None if input_scale is None else input_scale.detach().clone())
 
     @classmethod
     def from_codes(cls, linear: nn.Module, codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int,
@@ -209,8 +212,16 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
                 raise ValueError(f"{name} exceed the {bits}-bit grid [{low}, {high}]")
         return cls(linear, bits, group, codes=codes.to(torch.int8), scale=scale.detach().float(), zero=zero)
 
+    @classmethod
+    def from_weight(cls, linear: nn.Module, weight: torch.Tensor, bits: int, group: int,
+                    input_scale: torch.Tensor | None = None) -> WeightOnlyLinear:
+        """Replace ``linear`` (its bias, attributes and stand-in weight), quantizing ``weight`` (out, in) instead
+        of its own; ``input_scale`` (in,): multiply the input by it first."""
+        return cls(linear, bits, group, weight=weight, input_scale=input_scale)
+
     def dense_weight(self) -> torch.Tensor:
-        return self.dequantized_weight()
+        w, m = self.dequantized_weight(), getattr(self, "input_scale", None)  # modules pickled before: none
+        return w if m is None else w * m.to(w.dtype)[None, :]
 
     def held_parameters(self, nonzero: bool = False) -> int:
         """The int8 / int4 weight elements (two per byte for int4) and the bias count as parameters."""
@@ -299,6 +310,9 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
                 and self.kernel_unusable() is None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = getattr(self, "input_scale", None)
+        if m is not None:
+            x = x * m.to(x.dtype)
         if self._kernel_applies(x):
             packed, scales_and_zeros = self._packed_int4()
             x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()
@@ -329,5 +343,6 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
     def extra_repr(self) -> str:
         held = " (in the int4 container)" if self.bits == 3 else ""
         grid = ", asymmetric" if self.zero is not None else ""
+        scaled = ", input_scale" if getattr(self, "input_scale", None) is not None else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{held}, "
-                f"group={self.group}{grid}, kernel={self.kernel}")
+                f"group={self.group}{grid}{scaled}, kernel={self.kernel}")
