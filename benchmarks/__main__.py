@@ -17,6 +17,7 @@ from . import (
     bench_int4,
     bench_lowrank,
     bench_memory,
+    bench_oneshot,
     bench_pruning,
     bench_pruning_models,
     bench_quantize,
@@ -31,7 +32,7 @@ from .timing import REPORT
 __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_table"]
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
-            bench_quantize, bench_int4, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
+            bench_quantize, bench_int4, bench_oneshot, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
             bench_hf, bench_memory]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
