@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from strategy_models import accuracy_eval, digits
 
 from jupyter_compress import compress, list_methods
@@ -65,3 +66,58 @@ def test_bad_target_and_nothing_to_measure():
         advise(model, target="phone")
     with pytest.raises(CompressError, match="eval=.*data=.*example_inputs"):
         advise(model)
+
+
+class _Slow(torch.nn.Module):
+    """A Linear that computes its output 200 times over (same result): measurably slower, by construction."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        for _ in range(199):
+            self.layer(x)
+        return self.layer(x)
+
+
+def test_a_method_measured_slower_is_never_recommended_for_speed():
+    # issue 23: on cpu-server the advisor once ranked quantization first at a measured 0.89x. A toy method that
+    # is slower by construction (200x the work) and loses nothing: it meets every limit, so only its measured
+    # speed can keep it off the top; every other strategy is held to the same rule by the loop below
+    import copy
+    import dataclasses
+
+    from jupyter_compress.core.config import MethodConfig
+    from jupyter_compress.core.registry import MethodResult, register_method, unregister_method
+    from jupyter_compress.methods._common import layer_row
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class SlowConfig(MethodConfig):
+        """Wrap Linears in a slower module with the same output (a test toy)."""
+
+    def apply(model, names, config, ctx):
+        out = {n: _Slow(copy.deepcopy(model.get_submodule(n))) for n in names}
+        return MethodResult(out, [layer_row(n, "toy.slow", model.get_submodule(n), m) for n, m in out.items()])
+
+    register_method("toy.slow", SlowConfig, supported=(torch.nn.Linear,), family="toys", help="slower, same output",
+                    stage="precision")(apply)
+    try:
+        model, X, y = digits()
+        advice = advise(model, example_inputs=X[:64], eval=accuracy_eval(X, y), target="cpu-server", max_drop=0.05,
+                        mix=False)
+    finally:
+        unregister_method("toy.slow")
+    slow = _by_name(advice)["toy.slow"]
+    assert slow["qualifies"] and slow["meets"] and slow["evidence"]["speedup"] < 0.5  # 200x the Linear work
+    assert slow["rank"] is None and advice.best is not slow
+    assert slow["rationale"].startswith(f"Measured slower than the original on this machine "
+                                        f"({slow['evidence']['speedup']:.2f}x)")
+    for s in advice.strategies:
+        if s["qualifies"] and s["evidence"].get("speedup", 1.0) < 1.0:
+            assert s["rank"] is None, s["name"]  # measured slower: not ranked for speed
+    ranked = sorted((s for s in advice.strategies if s["rank"]), key=lambda s: s["rank"])
+    assert [s["rank"] for s in ranked] == list(range(1, len(ranked) + 1))
+    assert all(s["evidence"]["speedup"] >= 1.0 for s in ranked)
+    assert advice.best is None or advice.best["rank"] == min(s["rank"] for s in ranked if s["meets"])
+    assert "toy.slow is not recommended for speed" in advice.to_text()

@@ -31,6 +31,7 @@ from .sensitivity import measure_plan
 __all__ = ["advise", "Advice", "TARGETS"]
 
 TARGETS = ("edge", "mobile", "cpu-server", "gpu")
+SPEED_TARGETS = ("cpu-server", "gpu")  # ranked by measured speed first (edge / mobile: by size first)
 
 
 @dataclasses.dataclass
@@ -46,13 +47,17 @@ class Advice:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        return next((s for s in self.strategies if s["qualifies"] and s["meets"]), None)
+        """The first ranked strategy that meets the limits (a strategy measured slower than the original on a
+        speed target has no rank: it is never the recommendation)."""
+        return next((s for s in self.strategies if s["qualifies"] and s["meets"] and s.get("rank")), None)
 
     def to_text(self) -> str:
         lines = [f"Advice for a {self.profile['kind']} model ({self.profile['mib']:.2f} MiB), target {self.target}, "
                  f"data: {self.data}."]
         for s in self.strategies:
-            if s["qualifies"]:
+            if s["qualifies"] and s.get("slower"):
+                lines.append(f"-  {s['name']} is not recommended for speed: {s['slower']}. {s['rationale']}")
+            elif s["qualifies"]:
                 tag = "meets the limits" if s["meets"] else f"misses: {', '.join(s['misses'])}"
                 lines.append(f"{s['rank']}. {s['name']} ({tag}): {s['rationale']}")
             else:
@@ -169,21 +174,43 @@ def advise(model: nn.Module, data: Any = None, eval: Callable[[nn.Module], Any] 
     if mix and max_drop is not None and (left is None or left > 5):
         strategies.append(_mixed(ctx, left))
 
+    for s in strategies:
+        _mark_slower(s, target)
+
     def order(s):
         ev = s["evidence"]
         size = ev.get("storage_bytes" if target in ("edge", "mobile") else "bytes", 0)
         speed = -ev.get("speedup", 1.0)
         key = (size, speed) if target in ("edge", "mobile") else (speed, size)
-        return (not s["qualifies"], not s["meets"], 0.0 if s["meets"] else ev.get("drop", 0.0), *key)
+        return (not s["qualifies"], bool(s.get("slower")), not s["meets"], 0.0 if s["meets"] else ev.get("drop", 0.0),
+                *key)
 
     strategies.sort(key=order)
-    for i, s in enumerate(x for x in strategies if x["qualifies"]):
+    for i, s in enumerate(x for x in strategies if x["qualifies"] and not x.get("slower")):
         s["rank"] = i + 1
+    slower = [s for s in strategies if s.get("slower")]
+    if slower and not any(s.get("rank") for s in strategies):
+        notes.append(f"Every method probed measured slower than the original on this machine (best "
+                     f"{max(s['evidence']['speedup'] for s in slower):.2f}x): for speed on the {target} target, keep "
+                     f"the original, or serve it on a faster runtime (compare(...) measures the runtime step).")
     if not any(s["meets"] for s in strategies):
         notes.append("No single method meets every limit: try auto(...) to mix methods per layer, or relax them.")
     if target == "gpu" and not ctx.hw["gpu"]:
         notes.append("No GPU here: latencies were measured on this CPU and only rank the options.")
     return Advice(strategies, target, kind, ctx.profile, ctx.hw, notes)
+
+
+def _mark_slower(s: dict[str, Any], target: str) -> None:
+    """On a speed target, a strategy measured slower than the original is not ranked (never recommended for
+    speed) and its rationale says so first, with the figure; ``s['slower']`` holds the reason."""
+    speedup = s.get("evidence", {}).get("speedup")
+    s["rank"] = None
+    if target not in SPEED_TARGETS or not s.get("qualifies") or speedup is None or speedup >= 1.0:
+        s["slower"] = None
+        return
+    s["slower"] = f"measured {speedup:.2f}x the original's speed here, slower"
+    s["rationale"] = (f"Measured slower than the original on this machine ({speedup:.2f}x): not a speed option "
+                      f"for the {target} target. " + s.get("rationale", ""))
 
 
 def _mixed(ctx: _Context, left: float | None) -> dict[str, Any]:
