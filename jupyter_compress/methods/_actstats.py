@@ -38,9 +38,27 @@ from ._common import _METADATA, LINEAR_TYPES, is_conv1d
 from .quantize._common import run_batches
 
 __all__ = ["ChannelStats", "Capture", "Group", "collect", "norm_like", "fold_into_norm", "scale_columns", "Layout",
-           "pin_layout", "NOT_PINNED"]
+           "pin_layout", "NOT_PINNED", "skip_reason"]
 
 NOT_PINNED = "not changed when this step ran before (its pinned layout leaves it out)"
+
+
+def skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str], layout: Any, *, tied_why: str,
+                unseen_why: str) -> str | None:
+    """Why a layer scaled by its activation statistics (AWQ, SmoothQuant) is left alone, or None: its parent
+    reads its weight, it is tied, a pinned layout leaves it out, or it did not run on the calibration data."""
+    from ._common import parent_reads_weight
+
+    reason = parent_reads_weight(model, name)
+    if reason:
+        return reason
+    if name in tied:
+        return tied_why
+    if layout is not None and name not in layout:
+        return NOT_PINNED
+    if name not in seen:
+        return unseen_why
+    return None
 MULTIPLIER = "input multiplier"  # how a row's 'scales_into' starts when 1/s stays in the layer
 
 

@@ -33,8 +33,8 @@ from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...core.ties import tied_groups
 from ...errors import InvalidConfigError, shown
-from .._actstats import NOT_PINNED, Group, Layout, _spread, collect, fold_into_norm, pin_layout
-from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
+from .._actstats import Group, Layout, _spread, collect, fold_into_norm, pin_layout, skip_reason
+from .._common import LINEAR_TYPES, layer_row, linear_view
 from ._common import calibration_batches, output_error, sqnr_db, unsupported_note
 from .qlinear import WeightOnlyLinear, quantize_groups
 
@@ -131,15 +131,11 @@ def search_clip(weight: torch.Tensor, x: torch.Tensor, bits: int, group: int) ->
 
 
 def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str], config: AWQConfig) -> str | None:
-    reason = parent_reads_weight(model, name)
+    reason = skip_reason(model, name, tied, seen, config.layout,
+                         tied_why="its weight is tied to another layer's; quantizing it would untie them",
+                         unseen_why="it did not run on the calibration data (no activations to scale by)")
     if reason:
         return reason
-    if name in tied:
-        return "its weight is tied to another layer's; quantizing it would untie them"
-    if config.layout is not None and name not in config.layout:
-        return NOT_PINNED
-    if name not in seen:
-        return "it did not run on the calibration data (no activations to scale by)"
     in_f = linear_view(model.get_submodule(name)).in_features
     group = min(config.group_size, in_f)
     if in_f % group or (config.bits == 4 and group % 2):

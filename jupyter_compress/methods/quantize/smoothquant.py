@@ -36,8 +36,17 @@ from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...core.ties import tied_groups
 from ...errors import InvalidConfigError, shown
-from .._actstats import NOT_PINNED, Capture, Group, Layout, collect, fold_into_norm, pin_layout, scale_columns
-from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view, parent_reads_weight
+from .._actstats import (
+    Capture,
+    Group,
+    Layout,
+    collect,
+    fold_into_norm,
+    pin_layout,
+    scale_columns,
+    skip_reason,
+)
+from .._common import LINEAR_TYPES, LayerStandIn, layer_row, linear_view
 from ._common import calibration_batches, output_error
 from .dynamic import simulate_dynamic_int8
 
@@ -115,16 +124,9 @@ def _outliers(act_max: torch.Tensor) -> float:
 
 def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str],
                  config: SmoothQuantConfig) -> str | None:
-    reason = parent_reads_weight(model, name)
-    if reason:
-        return reason
-    if name in tied:
-        return "its weight is tied to another layer's; scaling its columns would change the other's"
-    if config.layout is not None and name not in config.layout:
-        return NOT_PINNED
-    if name not in seen:
-        return "it did not run on the calibration data (no activation maxima)"
-    return None
+    return skip_reason(model, name, tied, seen, config.layout,
+                       tied_why="its weight is tied to another layer's; scaling its columns would change the other's",
+                       unseen_why="it did not run on the calibration data (no activation maxima)")
 
 
 @register_method(
