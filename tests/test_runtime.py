@@ -135,3 +135,40 @@ def test_save_and_load_round_trip_an_openvino_served_model(tmp_path):
     assert _served(loaded) == _served(served)
     with torch.no_grad():
         assert torch.equal(loaded(x), served(x))  # the saved IR itself is loaded, so the same kernels run
+
+
+@pytest.mark.skipif(not ov_available(), reason="openvino not installed")
+def test_an_openvino_graph_serializes_to_the_same_bytes_however_many_graphs_the_process_built_before():
+    # OpenVINO names new nodes from a process-wide counter; the IR we store names them by graph position, so a
+    # replay after other work in the same process (a notebook) equals one in a fresh process (the CLI)
+    def build():
+        model, x = make("cnn")
+        served, _ = jc.compress(model, jc.RuntimeConfig(backend="openvino"), example_inputs=x)
+        return {k: v.clone() for k, v in served.state_dict().items()}
+
+    first, second = build(), build()
+    assert first.keys() == second.keys() and "ov_xml" in first
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_regions_that_took_different_routes_are_each_pinned_and_replayed_without_measuring(monkeypatch):
+    from jupyter_compress.methods.quantize import dynamic
+
+    model, x = make("transformer")
+    real_pick, answers = dynamic.pick, iter(["onnxruntime", "torch", "onnxruntime", "torch"])
+
+    def alternate(routes, min_cosine):  # stand-in for timings that favour a different route per region
+        want = next(answers)
+        return next(r for r in routes if r.backend == want and (r.module is not None or want == "torch")), True
+
+    monkeypatch.setattr(dynamic, "pick", alternate)
+    small, report = jc.compress(model, jc.DynamicQuantConfig(), example_inputs=x, data=[x])
+    step = report.plan["steps"][0]
+    assert step["backend"] == "auto" and sorted(step["routes"].values()) == ["onnxruntime", "torch"], step
+    monkeypatch.setattr(dynamic, "pick", lambda *a: pytest.fail("a pinned replay measured routes"))
+    plan = jc.Plan.from_yaml(jc.Plan.from_dict(report.plan).to_yaml())
+    again, _ = jc.compress(make("transformer")[0], plan, example_inputs=x, data=[x])
+    assert jc.state_dict_hash(again) == jc.state_dict_hash(small)
+    monkeypatch.setattr(dynamic, "pick", real_pick)
+    with pytest.raises(jc.CompressError, match="routes"):  # a pinned route the config refuses: one clear line
+        jc.DynamicQuantConfig(routes={"attn": "tpu"})

@@ -168,6 +168,26 @@ class RatioMap(Constraint):
         return None if value is None else {str(k): float(v) for k, v in value.items()}
 
 
+class ChoiceMap(Constraint):
+    """None, or a mapping from module names to one of ``options`` (e.g. the route each region was measured to
+    take, pinned in a plan)."""
+
+    def __init__(self, *options: str):
+        self.options = options
+
+    def check(self, value: Any) -> bool:
+        if value is None:
+            return True
+        return isinstance(value, dict) and len(value) <= 10_000 and all(
+            isinstance(k, str) and 0 < len(k) <= 1000 and v in self.options for k, v in value.items())
+
+    def describe(self) -> str:
+        return f"None or a mapping {{module name: one of {', '.join(map(repr, self.options))}}}"
+
+    def normalize(self, value: Any) -> Any:
+        return None if value is None else {str(k): str(v) for k, v in value.items()}
+
+
 def param(default: Any, *, help: str, check: Constraint | None = None, choices: Sequence[Any] | None = None):
     """Declare a config field with help text and a constraint."""
     if choices is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...core.config import Boolean, Interval, MethodConfig, param
+from ...core.config import Boolean, ChoiceMap, Interval, MethodConfig, param
 from ...core.metrics import model_bytes
 from ...core.registry import MagicOption, MethodResult, register_method
 from .._common import LINEAR_TYPES, layer_row, linear_view, parent_reads_weight
@@ -43,13 +43,16 @@ from .routes import Route, candidate_backends, measure_routes, pick, routes_note
 __all__ = ["DynamicQuantConfig", "simulate_dynamic_int8"]
 
 
+ROUTES = ("openvino", "openvino-bf16", "onnxruntime", "torch")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DynamicQuantConfig(MethodConfig):
     """Dynamic int8: int8 weights, activations quantized per call; the fastest accurate route by default."""
 
     backend: str = param("auto", help="'auto': measure the routes installed (OpenVINO + NNCF, ONNX Runtime, "
                          "torch) on the example inputs and take the fastest within min_cosine (recorded in the "
-                         "plan); or force one", choices=("auto", "openvino", "openvino-bf16", "onnxruntime", "torch"))
+                         "plan); or force one", choices=("auto", *ROUTES))
     min_cosine: float = param(0.995, help="fidelity budget of backend='auto': a route's output must keep this "
                               "mean cosine to float on the calibration data", check=Interval(0.0, 1.0))
     per_channel: bool = param(True, help="one weight scale per output channel (else one per tensor)", check=Boolean())
@@ -57,6 +60,9 @@ class DynamicQuantConfig(MethodConfig):
                              "data exceeds this (0 = quantize every selected Linear)", check=Interval(0.0, 10.0))
     compare_routes: bool = param(True, help="time float, torch int8 and ONNX Runtime int8 on the first "
                                  "calibration batch and put the trade-off in the report notes", check=Boolean())
+    routes: dict | None = param(None, help="with backend='auto': the route of each region, by module name "
+                                "(recorded in the plan when the regions took different routes; a replay builds "
+                                "these without measuring)", check=ChoiceMap(*ROUTES))
 
 
 def simulate_dynamic_int8(linear: nn.Module, per_channel: bool, weight_bits: int = 8):
@@ -137,11 +143,11 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     regions = planner.regions(climb=True) if use_ort else [(None, list(names))]
     replacements: dict[str, nn.Module] = {}
     rows = []
-    chosen: set[str] = set()
+    chosen: dict[str, str] = {}
     for region, group in regions:
         if region is not None:
             route = _region_route(model, region, group, planner.calls[region], inputs, config, batches, ctx, notes)
-            chosen.add(route.backend)
+            chosen[region] = route.backend
             if route.module is not None:
                 replacements[region] = route.module
                 rows += route.rows
@@ -175,8 +181,13 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     if kept:
         notes.append(f"{len(kept)} Linear(s) kept in float by max_error={config.max_error:g}: {', '.join(kept)}.")
     notes += unsupported_note(model, (*LINEAR_TYPES, nn.LSTM, nn.GRU), "quantize.dynamic")
-    # the measured route is recorded in the plan: a replay builds it without measuring (one route per step)
-    pinned = {"backend": chosen.pop()} if config.backend == "auto" and len(chosen) == 1 else {}
+    # the measured routes are recorded in the plan: a replay builds them without measuring. One route for the
+    # step: pinned as its backend; several: each region's (timings differ run to run, the replay must not)
+    pinned: dict = {}
+    if config.backend == "auto" and len(set(chosen.values())) == 1:
+        pinned = {"backend": next(iter(chosen.values())), "routes": None}
+    elif config.backend == "auto" and chosen:
+        pinned = {"routes": chosen}
     return MethodResult(replacements, rows, notes, pinned=pinned)
 
 
@@ -188,8 +199,9 @@ def _region_route(model: nn.Module, region: str, group: list[str], call, inputs:
     rel = [n[len(region) + 1:] for n in group]
     whole = {r for r, m in module.named_modules() if isinstance(m, LINEAR_TYPES) and r} <= set(rel) \
         and not config.max_error
-    backends = candidate_backends(config.backend, whole)
-    if config.backend == "auto" and whole and not any(b.startswith("openvino") for b in backends):
+    requested = (config.routes or {}).get(region, config.backend) if config.backend == "auto" else config.backend
+    backends = candidate_backends(requested, whole)
+    if requested == "auto" and whole and not any(b.startswith("openvino") for b in backends):
         notes.append(f"{region}: OpenVINO + NNCF are not installed, so their route was not measured "
                      f"({INSTALL}); measured: {', '.join(backends)}.")
     example = getattr(ctx, "example_inputs", None)
@@ -208,12 +220,12 @@ def _region_route(model: nn.Module, region: str, group: list[str], call, inputs:
             new, rows, region_notes = build_region_rows(model, region, group, call, inputs, config,
                                                         simulate_dynamic_int8, backend=backend, calibration=calls)
         except Exception as exc:  # an export the converter cannot handle: the next route, and say so
-            if config.backend != "auto":
+            if requested != "auto":
                 raise
             routes.append(Route(backend, error=f"export failed ({type(exc).__name__}: {str(exc)[:100]})"))
             continue
         grown = model_bytes(new) - model_bytes(module)
-        if grown > 0 and config.backend == "auto":
+        if grown > 0 and requested == "auto":
             # a small region: the graph's structure outweighs what int8 saves (a size rule, not a timing)
             routes.append(Route(backend, error=f"its graph would be {grown:,} bytes larger than the float weights"))
             continue

@@ -175,6 +175,20 @@ class OvModule(nn.Module):
         return f"{self.label}, openvino IR={size:.2f} MiB, precision={self.precision}"
 
 
+def canonical_names(model) -> None:
+    """Name every node of an OpenVINO model by its place in the graph, so that the same graph serializes to the
+    same bytes in any process. OpenVINO numbers the nodes it creates from a process-wide counter
+    ("Multiply_3035", "Model0"): a second export in one process, or one after other work, would otherwise
+    give another IR for the same weights, and a replay could not be bit-identical. The readable part of a
+    name (the torch module path the converter gives) is kept."""
+    import re
+
+    model.set_friendly_name("jupyter_compress")
+    for index, op in enumerate(model.get_ordered_ops()):
+        stem = re.sub(r"_\d+$", "", op.get_friendly_name())
+        op.set_friendly_name(f"{stem}#{index}")
+
+
 def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, label: str,
                     calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None
                     ) -> OvModule:
@@ -202,6 +216,7 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
             extra = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
             model = nncf.quantize(model, nncf.Dataset(feeds or [[t.numpy() for t in tensors]]),
                                   subset_size=max(1, len(feeds)), **extra)
+        canonical_names(model)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.xml")
             ov.save_model(model, path, compress_to_fp16=False)
