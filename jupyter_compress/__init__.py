@@ -35,6 +35,7 @@ from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import (
     AWQConfig,
     DynamicQuantConfig,
+    EmbeddingQuantConfig,
     GPTQConfig,
     HalfConfig,
     QATConfig,
@@ -84,6 +85,7 @@ __all__ = [
     "RuntimeConfig",
     "StaticQuantConfig",
     "WeightOnlyConfig",
+    "EmbeddingQuantConfig",
     "GPTQConfig",
     "AWQConfig",
     "SmoothQuantConfig",

@@ -12,6 +12,7 @@ from .prune import PruneConfig
 from .quantize import (
     AWQConfig,
     DynamicQuantConfig,
+    EmbeddingQuantConfig,
     GPTQConfig,
     HalfConfig,
     QATConfig,
@@ -27,4 +28,4 @@ from .wanda import WandaConfig
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
            "LayerAnalysis", "spectrum", "DistillConfig", "DynamicQuantConfig", "HalfConfig", "QATConfig",
            "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig", "GPTQConfig", "SparseGPTConfig", "WandaConfig",
-           "AWQConfig", "SmoothQuantConfig"]
+           "AWQConfig", "SmoothQuantConfig", "EmbeddingQuantConfig"]

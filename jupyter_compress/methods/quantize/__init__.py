@@ -5,15 +5,16 @@ before int8.
 Importing this package registers them. onnxruntime is imported only when its route runs.
 """
 
-from . import awq, dynamic, gptq, qat, smoothquant, static, weight  # noqa: F401
+from . import awq, dynamic, embedding, gptq, qat, smoothquant, static, weight  # noqa: F401
 from ._common import BackendUnavailableError, CalibrationDataError
 from .awq import AWQConfig
 from .dynamic import DynamicQuantConfig
+from .embedding import EmbeddingQuantConfig
 from .gptq import GPTQConfig
 from .qat import QATConfig
 from .smoothquant import SmoothQuantConfig
 from .static import StaticQuantConfig
 from .weight import HalfConfig, WeightOnlyConfig
 
-__all__ = ["AWQConfig", "BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "GPTQConfig", "HalfConfig",
+__all__ = ["AWQConfig", "BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "EmbeddingQuantConfig", "GPTQConfig", "HalfConfig",
            "QATConfig", "SmoothQuantConfig", "StaticQuantConfig", "WeightOnlyConfig"]
