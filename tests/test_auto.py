@@ -68,3 +68,24 @@ def test_bad_arguments():
         auto(model, eval=accuracy_eval(X, y), objective="speed")
     with pytest.raises(InvalidConfigError, match="max_drop"):
         auto(model, eval=accuracy_eval(X, y), max_drop=-1)
+
+
+def test_settings_harsher_than_one_already_past_the_budget_are_not_measured(tmp_path):
+    from jupyter_compress.strategy.sensitivity import sensitivity
+
+    model, X, y = digits()
+    full = sensitivity(model, eval=accuracy_eval(X, y), cache_dir=False, **KW)
+    res = auto(model, eval=accuracy_eval(X, y), max_drop=0.02, max_trials=3, cache_dir=tmp_path, **KW)
+    sens = res.sensitivity
+    assert sens.pruned > 0 and sens.complete and sens.measured + sens.pruned == len(full.points)
+    got = {(p["method"], p["unit"], p["ratio"]): p["drop"] for p in sens.points}
+    by_chain: dict = {}
+    for p in full.points:
+        by_chain.setdefault((p["method"], p["unit"]), []).append(p)
+    for (method, unit), chain in by_chain.items():
+        chain.sort(key=lambda p: p["ratio"])
+        for i, p in enumerate(chain):
+            # measured exactly when every milder setting of the unit stayed within the budget
+            expected = all(q["drop"] <= 0.02 for q in chain[:i])
+            assert ((method, unit, p["ratio"]) in got) == expected, (method, unit, p["ratio"])
+    assert any("not measured" in n for n in res.notes)

@@ -28,6 +28,7 @@ class Sensitivity:
     complete: bool = True
     measured: int = 0
     reused: int = 0
+    pruned: int = 0  # settings not measured: a milder one on the same unit already dropped past the budget
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     cache_path: str | None = None
 

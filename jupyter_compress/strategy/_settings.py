@@ -35,6 +35,9 @@ class SweepSettings:
     progress: bool = True
     seed: int = 0
     should_stop: Callable[[], bool] | None = None
+    # auto's search: a setting harsher than one that alone dropped the metric by more than this is not
+    # measured (it cannot be part of a plan within that budget); None measures every setting
+    stop_above: float | None = None
 
     def replace(self, **changes: Any) -> SweepSettings:
         return dataclasses.replace(self, **changes)

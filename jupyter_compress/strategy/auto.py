@@ -105,7 +105,10 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
         raise InvalidConfigError(f"max_trials must be an int >= 1; got {max_trials!r}.")
     start = time.monotonic()
     deadline = None if time_budget_s is None else start + time_budget_s
-    sens = sweep(model, settings.replace(time_budget_s=None if time_budget_s is None else 0.6 * time_budget_s))
+    # harsher settings of a unit are not measured once a milder one alone drops past the budget: a plan within
+    # max_drop cannot hold them (drops are taken to add up and not to be negative)
+    sens = sweep(model, settings.replace(time_budget_s=None if time_budget_s is None else 0.6 * time_budget_s,
+                                         stop_above=max_drop))
     seed = settings.seed
     probes = settings.probes()
     inputs = settings.inputs(probes)
@@ -202,6 +205,9 @@ def _result(model, best, trials, sens, shared, max_drop, objective, key, base_la
                      f"raise max_drop, max_trials or time_budget_s.")
     if not sens.complete:
         notes.append("The sensitivity sweep was cut short by the time budget; its curves are partial.")
+    if sens.pruned:
+        notes.append(f"{sens.pruned} sensitivity points not measured: a milder setting of the same method on "
+                     f"the same unit already dropped the metric by more than {max_drop:g}.")
     notes.append(f"{sens.measured} sensitivity points measured ({sens.reused} reused from the cache), "
                  f"{len(trials)} plans verified, in {time.monotonic() - start:.1f} s.")
     public = [{k: v for k, v in t.items() if k != "chosen"} for t in trials]

@@ -32,7 +32,7 @@ from ._measure import Scorer, compress_quietly, storage_bytes
 from ._sens_result import Sensitivity
 from ._settings import DEFAULT_RATIOS, SweepSettings
 from ._units import default_methods, levels_for, unit_name, units_for
-from .executor import run_sweep
+from .executor import SweepOutcome, run_sweep
 
 __all__ = ["sensitivity", "sweep", "Sensitivity", "SweepSettings", "measure_plan", "point_plan", "DEFAULT_RATIOS"]
 
@@ -152,9 +152,38 @@ def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
 
     shared = {"model": model, "scorer": scorer, "baseline": baseline, "example_inputs": example_inputs,
               "data": s.data}
-    outcome = run_sweep(_measure_point, pending, shared=shared, executor=s.executor, progress=s.progress,
-                        desc="sensitivity", on_result=cache.put, should_stop=stop)
+    measured, pruned = 0, 0
+    if s.stop_above is None:
+        outcome = run_sweep(_measure_point, pending, shared=shared, executor=s.executor, progress=s.progress,
+                            desc="sensitivity", on_result=cache.put, should_stop=stop)
+        measured = len(outcome.results)
+    else:
+        # rounds, mildest setting first: a (method, unit) whose setting already dropped the metric past the
+        # budget is not measured at harsher settings (drops grow with the ratio; our search cannot use them)
+        chains: dict[tuple, list[str]] = {}
+        for k, item in items.items():
+            chains.setdefault((item["method"], tuple(item["layers"])), []).append(k)
+        errors: dict = {}
+        for depth in range(max(map(len, chains.values()), default=0)):
+            wave = {}
+            for unit, chain in list(chains.items()):
+                if depth >= len(chain):
+                    continue
+                if depth and cache.points.get(chain[depth - 1], {}).get("drop", 0.0) > s.stop_above:
+                    pruned += len(chain) - depth
+                    del chains[unit]
+                elif chain[depth] in pending:
+                    wave[chain[depth]] = items[chain[depth]]
+            if depth and stop():
+                break
+            outcome = run_sweep(_measure_point, wave, shared=shared, executor=s.executor, progress=s.progress,
+                                desc=f"sensitivity (round {depth + 1})", on_result=cache.put, should_stop=stop)
+            measured += len(outcome.results)
+            errors.update(outcome.errors)
+            if outcome.interrupted:
+                break
+        outcome = SweepOutcome({}, errors)
     points = [{**item, **cache.points[k]} for k, item in items.items() if k in cache.points]
     return Sensitivity(points=points, baseline=baseline, metric=scorer.name, ratios=ratios,
-                       complete=len(points) == len(items), measured=len(outcome.results), reused=reused,
+                       complete=len(points) + pruned >= len(items), measured=measured, reused=reused, pruned=pruned,
                        errors=dict(outcome.errors), cache_path=str(cache.path) if cache.enabled else None)
