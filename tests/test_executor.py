@@ -11,7 +11,7 @@ import time
 import pytest
 from strategy_models import accuracy_eval, digits
 
-from jupyter_compress.strategy.executor import InProcess, ProcessPool, as_executor, run_sweep
+from jupyter_compress.strategy.executor import DaskExecutor, InProcess, ProcessPool, as_executor, run_sweep
 from jupyter_compress.strategy.sensitivity import sensitivity
 
 
@@ -58,7 +58,9 @@ def test_process_pool_ships_once_and_matches(tmp_path):
     out = run_sweep(whoami, {i: i for i in range(8)}, shared={"k": 3}, executor=ProcessPool(2), progress=False)
     assert {k: v["value"] for k, v in out.results.items()} == {i: 3 * i for i in range(8)}
     assert all(len(ids) == 1 for ids in _once_per_worker(out.results).values())
-    assert os.getpid() not in _once_per_worker(out.results)
+    # the first item runs here (its time sizes the batches); every other one in the workers
+    assert out.results[0]["pid"] == os.getpid()
+    assert os.getpid() not in _once_per_worker({k: v for k, v in out.results.items() if k != 0})
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,9 @@ def test_dask_sensitivity_equals_in_process(tmp_path, dask_client):
     kw = dict(eval=accuracy_eval(X, y), example_inputs=X[:8], methods=["prune", "svd"], ratios=(0.5, 0.9),
               progress=False)
     local = sensitivity(model, cache_dir=tmp_path / "a", **kw)
-    remote = sensitivity(model, cache_dir=tmp_path / "b", executor=dask_client, **kw)
+    remote = sensitivity(model, cache_dir=tmp_path / "b", executor=DaskExecutor(dask_client, min_work_s=0), **kw)
     assert remote.complete and remote.measured == len(local.points)
+    assert remote.executor_note.startswith("Ran on dask (2 workers)")
     key = lambda p: (p["method"], p["unit"], p["ratio"])  # noqa: E731
     # one thread per task on both sides: identical arithmetic, so identical numbers
     assert {key(p): p["metric"] for p in remote.points} == {key(p): p["metric"] for p in local.points}
@@ -84,16 +87,49 @@ def test_dask_sensitivity_equals_in_process(tmp_path, dask_client):
 
 @pytest.mark.slow
 def test_dask_ships_once_per_worker_and_cancels(dask_client):
-    out = run_sweep(whoami, {i: i for i in range(12)}, shared={"k": 5}, executor=dask_client, progress=False)
+    # every task worth sending (min_work_s=0), one item per task (task_s=0)
+    out = run_sweep(whoami, {i: i for i in range(12)}, shared={"k": 5}, progress=False,
+                    executor=DaskExecutor(dask_client, min_work_s=0, task_s=0))
     assert {k: v["value"] for k, v in out.results.items()} == {i: 5 * i for i in range(12)}
-    per_worker = _once_per_worker(out.results)
+    per_worker = _once_per_worker({k: v for k, v in out.results.items() if k != 0})
     assert len(per_worker) == 2 and all(len(ids) == 1 for ids in per_worker.values())
     start = time.monotonic()
-    stopped = run_sweep(slow, {i: i for i in range(40)}, executor=dask_client, progress=False,
-                        should_stop=lambda: True)
+    stopped = run_sweep(slow, {i: i for i in range(40)}, executor=DaskExecutor(dask_client, task_s=0),
+                        progress=False, should_stop=lambda: True)
     assert stopped.interrupted and len(stopped.results) == 1
     # the 39 cancelled tasks (8 s of sleeping on 2 workers) did not run to the end
     assert time.monotonic() - start < 6
+
+
+def paced(shared, item):
+    time.sleep(0.05)
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_dask_keeps_small_sweeps_here_and_batches_large_ones(dask_client):
+    # 8 points of ~50 ms: 0.4 s of work, less than min_work_s: no task is sent, and the note says why
+    small = run_sweep(paced, {i: i for i in range(8)}, executor=DaskExecutor(dask_client, min_work_s=4.0),
+                      progress=False)
+    assert set(small.results.values()) == {os.getpid()} and small.note.startswith("Ran in this process")
+    # 40 points of ~50 ms with tasks of ~0.2 s: batches of 4 (at most 39 / (4 batches x 2 workers) = 5)
+    big = run_sweep(paced, {i: i for i in range(40)}, progress=False,
+                    executor=DaskExecutor(dask_client, min_work_s=0.5, task_s=0.2))
+    assert len(big.results) == 40 and os.getpid() not in {v for k, v in big.results.items() if k != 0}
+    tasks = int(big.note.split(" points in ")[1].split(" tasks")[0])
+    assert 8 <= tasks <= 14, big.note  # 39 points / 4 (a point measured at 40-60 ms: 3 to 5 per task)
+
+
+@pytest.mark.slow
+def test_a_scheduler_address_connects_to_that_cluster(dask_client):
+    ex = as_executor(dask_client.scheduler.address)  # what a user passes for a cluster started elsewhere
+    try:
+        assert isinstance(ex, DaskExecutor) and ex.workers == 2
+        ex.min_work_s, ex.task_s = 0, 0
+        out = run_sweep(whoami, {i: i for i in range(6)}, shared={"k": 2}, executor=ex, progress=False)
+        assert {k: v["value"] for k, v in out.results.items()} == {i: 2 * i for i in range(6)}
+    finally:
+        ex.client.close()
 
 
 def test_import_does_not_pull_dask_or_bokeh():

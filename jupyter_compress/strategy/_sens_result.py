@@ -28,6 +28,7 @@ class Sensitivity:
     complete: bool = True
     measured: int = 0
     reused: int = 0
+    executor_note: str | None = None  # where a distributed sweep ran and how it was cut into tasks
     pruned: int = 0  # settings not measured: a milder one on the same unit already dropped past the budget
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     cache_path: str | None = None
@@ -96,6 +97,8 @@ class Sensitivity:
             lines.append("Incomplete: the sweep was interrupted; run it again to resume from the cache.")
         if self.errors:
             lines.append(f"{len(self.errors)} point(s) failed, e.g. {next(iter(self.errors.values()))}.")
+        if self.executor_note:
+            lines.append(self.executor_note)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

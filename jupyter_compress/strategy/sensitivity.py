@@ -152,11 +152,12 @@ def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
 
     shared = {"model": model, "scorer": scorer, "baseline": baseline, "example_inputs": example_inputs,
               "data": s.data}
-    measured, pruned = 0, 0
+    measured, pruned, note = 0, 0, None
     if s.stop_above is None:
         outcome = run_sweep(_measure_point, pending, shared=shared, executor=s.executor, progress=s.progress,
                             desc="sensitivity", on_result=cache.put, should_stop=stop)
         measured = len(outcome.results)
+        note = outcome.note
     else:
         # rounds, mildest setting first: a (method, unit) whose setting already dropped the metric past the
         # budget is not measured at harsher settings (drops grow with the ratio; our search cannot use them)
@@ -180,10 +181,12 @@ def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
                                 desc=f"sensitivity (round {depth + 1})", on_result=cache.put, should_stop=stop)
             measured += len(outcome.results)
             errors.update(outcome.errors)
+            note = outcome.note or note
             if outcome.interrupted:
                 break
         outcome = SweepOutcome({}, errors)
     points = [{**item, **cache.points[k]} for k, item in items.items() if k in cache.points]
     return Sensitivity(points=points, baseline=baseline, metric=scorer.name, ratios=ratios,
                        complete=len(points) + pruned >= len(items), measured=measured, reused=reused, pruned=pruned,
+                       executor_note=note,
                        errors=dict(outcome.errors), cache_path=str(cache.path) if cache.enabled else None)
