@@ -119,3 +119,24 @@ def raising_train(model):
 
 
 NOT_CALLABLE = 3
+
+
+def transformer():  # an Embedding, attention, an MLP: for methods a CNN has no layer for (embedding tables)
+    return make("transformer")[0]
+
+
+def transformer_example():
+    return make("transformer")[1]
+
+
+def transformer_data():
+    x = make("transformer")[1]
+    return x, torch.arange(len(x)) % 2
+
+
+def family_for(method: str) -> str:
+    """'cnn' when ``method`` handles a layer of the CNN, else 'transformer'."""
+    from jupyter_compress.core.registry import get_method
+
+    supported = get_method(method).supported
+    return "cnn" if any(isinstance(m, supported) for m in cnn().modules()) else "transformer"

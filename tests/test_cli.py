@@ -100,18 +100,19 @@ def test_run_usage_errors_exit_2_without_traceback(tmp_path):
 
 @pytest.mark.parametrize("method", method_names())
 def test_every_method_is_bit_identical_in_process_and_from_the_cli(tmp_path, method):
-    from cli_models import cnn, cnn_data, cnn_example
+    import cli_models
 
+    fam = cli_models.family_for(method)  # the CNN, or a small transformer for embedding tables
+    model, example, data = (getattr(cli_models, fam + suffix)() for suffix in ("", "_example", "_data"))
     plan = jc.Plan.of(get_method(method).config_cls(), seed=11)
-    small, report = jc.compress(cnn(), plan, example_inputs=cnn_example(), data=cnn_data())
-    if not report.compressed_rows:
-        pytest.skip(f"{method} changes no layer of this CNN")
+    small, report = jc.compress(model, plan, example_inputs=example, data=data)
+    assert report.compressed_rows, f"{method} changes no layer of the {fam}"
     plan_file = tmp_path / "plan.yaml"
     # the plan the report records (what --emit-config writes): a setting the method chose by measuring (the
     # runtime's backend) is pinned there, so the CLI builds the same thing without measuring on its own
     jc.Plan.from_dict(report.plan).save(str(plan_file))
-    res = _run("run", str(plan_file), "--model", "cli_models:cnn", "--example", "cli_models:cnn_example",
-               "--data", "cli_models:cnn_data", "--out", str(tmp_path / "out"))
+    res = _run("run", str(plan_file), "--model", f"cli_models:{fam}", "--example", f"cli_models:{fam}_example",
+               "--data", f"cli_models:{fam}_data", "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
     saved = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert saved.keys() == small.state_dict().keys()
