@@ -21,10 +21,18 @@ from ...core.config import Boolean, IntAtLeast, MethodConfig, param
 from ...core.registry import MagicOption, MethodResult, register_method
 from ...core.textvalues import parse_number
 from ...errors import InvalidConfigError
-from .._common import LINEAR_TYPES, LayerStandIn, is_conv1d, layer_row, linear_view, parent_reads_weight
+from .._common import (
+    LINEAR_TYPES,
+    LayerStandIn,
+    is_conv1d,
+    layer_row,
+    linear_view,
+    parent_reads_weight,
+    submodule,
+)
 from .._head import KEEP_HEAD_HELP, split_head
 from ._layers import SKIP_NO_SAVING, as_float, rank_too_large
-from .cache import cached
+from .cache import cached, weight_digest
 from .ranks import RankRule, choose_rank, parse_any_rank
 
 __all__ = ["SVDConfig", "LowRankLinear", "linear_svd", "randomized_linear_svd", "matrix_factors", "low_rank_linear"]
@@ -79,10 +87,11 @@ def randomized_linear_svd(weight: torch.Tensor, rank: int, seed: int, n_iter: in
                              random_state=seed, n_iter=n_iter)
 
 
-def matrix_factors(weight: torch.Tensor):
-    """Cached full SVD of a weight (one computation per weight version)."""
+def matrix_factors(weight: torch.Tensor, digest: str | None = None):
+    """Cached full SVD of a weight (one computation per weight version); ``digest``: the weight's
+    :func:`~.cache.weight_digest` when the caller has it."""
     package = sys.modules[__package__]  # looked up at call time: the package-level name is the seam tests patch
-    return cached(weight, ("svd",), lambda: package.linear_svd(weight))
+    return cached(weight, ("svd",), lambda: package.linear_svd(weight), digest=digest)
 
 
 class LowRankLinear(LayerStandIn, nn.Sequential):
@@ -114,28 +123,57 @@ def low_rank_linear(old: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.
     view = linear_view(old)
     w = view.weight
     root = s[:rank].sqrt()
-    # built on the meta device and given fresh Parameters: a random initialisation that is overwritten
-    # at once would cost more than the truncation itself (re-ranking is meant to be instant)
-    first = nn.Linear(view.in_features, rank, bias=False, device="meta")
-    second = nn.Linear(rank, view.out_features, bias=view.bias is not None, device="meta")
-    first.weight = nn.Parameter((root[:, None] * vh[:rank]).to(device=w.device, dtype=w.dtype))
-    second.weight = nn.Parameter((u[:, :rank] * root[None, :]).to(device=w.device, dtype=w.dtype))
-    if view.bias is not None:
-        second.bias = nn.Parameter(view.bias.detach().clone())
+    first = _linear(view.in_features, rank, (root[:, None] * vh[:rank]).to(device=w.device, dtype=w.dtype), None)
+    second = _linear(rank, view.out_features, (u[:, :rank] * root[None, :]).to(device=w.device, dtype=w.dtype),
+                     None if view.bias is None else view.bias.detach().clone())
     return LowRankLinear(first, second, layer=old)
 
 
-def _factors(old: nn.Module, fn):
+def _linear(in_features: int, out_features: int, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """The ``nn.Linear(in_features, out_features, bias=bias is not None)`` holding ``weight`` and ``bias`` (as new
+    Parameters), made without ``nn.Linear.__init__``: its random initialisation (even on the meta device, a
+    dozen Python calls) would be overwritten at once and cost more than the truncation itself (re-ranking is
+    meant to be instant). Same attributes, parameters and registration hooks as the constructor's."""
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.__dict__.update(in_features=in_features, out_features=out_features)  # plain ints, as __setattr__ stores them
+    layer.register_parameter("weight", nn.Parameter(weight))
+    layer.register_parameter("bias", None if bias is None else nn.Parameter(bias))
+    return layer
+
+
+def _factors(old: nn.Module, fn, digest: str | None = None):
     """``fn(weight)`` -> (u, s, vh) of ``old``'s weight in Linear layout. A Conv1D's is factored as stored,
     (in, out), and the factors swapped (exact for the full SVD): the cache entry is then shared with every
-    other reader of its weight (spectra, sensitivity)."""
-    u, s, vh = fn(old.weight)
+    other reader of its weight (spectra, sensitivity). ``digest``: passed on to ``fn`` when given."""
+    u, s, vh = fn(old.weight) if digest is None else fn(old.weight, digest=digest)
     return (vh.T, s, u.T) if is_conv1d(old) else (u, s, vh)
 
 
-def _tail_error(s: torch.Tensor, rank: int) -> float:
+def _factor_nonzeros(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, like: torch.Tensor):
+    """Non-zeros of the two factors :func:`low_rank_linear` builds, at every rank: ``(first, second)`` with
+    ``first[r]`` the count of ``sqrt(S_r) V_r^T`` and ``second[r]`` of ``U_r sqrt(S_r)``, both in ``like``'s
+    dtype and device as built. Truncating to r keeps the first r rows of the one and the first r columns of
+    the other, with the same values elementwise, so the counts are prefix sums of the full-rank products'
+    per-row / per-column counts: once per weight version, no recount for any later rank."""
+    root = s.sqrt()
+    first = (root[:, None] * vh).to(device=like.device, dtype=like.dtype)
+    second = (u * root[None, :]).to(device=like.device, dtype=like.dtype)
+    prefix = []
+    for counts in (torch.count_nonzero(first, dim=1), torch.count_nonzero(second, dim=0)):
+        prefix.append([0, *torch.cumsum(counts.cpu(), 0).tolist()])
+    return tuple(prefix)
+
+
+def _energy(s: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The squared singular values (float64) and their sum: what every tail error of this spectrum reads."""
     s2 = s.double() ** 2
-    total = float(s2.sum())
+    return s2, float(s2.sum())
+
+
+def _tail_error(s: torch.Tensor, rank: int, energy: tuple[torch.Tensor, float] | None = None) -> float:
+    """sqrt(sum(s[rank:]^2) / sum(s^2)); ``energy``: :func:`_energy` of ``s`` when the caller has it cached."""
+    s2, total = _energy(s) if energy is None else energy
     return float(s2[rank:].sum() / total) ** 0.5 if total > 0 else 0.0
 
 
@@ -170,26 +208,33 @@ def _preview(config: SVDConfig, model: nn.Module, layers: list[str]):
 def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> MethodResult:
     replacements, rows = {}, []
     kind, _ = parse_any_rank(config.rank)
+    # one walk over the model for every look-up below (layers, their parents, the head), and each layer's
+    # fused-parent check made once: re-ranking from the cache must not pay per-layer walks
+    modules = dict(model.named_modules())
+    fused = {name: parent_reads_weight(model, name, modules) for name in names}
     names, head_rows, head_notes = split_head(model, names, SVDConfig.method, config.keep_head, ctx,
-                                                  skip=lambda n: parent_reads_weight(model, n))
+                                              skip=fused.get, modules=modules)
+    rule = str(config.rank)
     for name in names:
-        old = model.get_submodule(name)
+        old = submodule(model, name, modules)
         view = linear_view(old)
         out_f, in_f = view.out_features, view.in_features
-        reason = parent_reads_weight(model, name)
+        reason = fused[name]
         if reason:
             rows.append(layer_row(name, "svd", old, None, skipped=reason))
             continue
         max_rank = min(out_f, in_f)
         if kind == "int" and config.rank > max_rank:
             raise rank_too_large("SVDConfig", config.rank, name, f"Linear {in_f} -> {out_f}", max_rank)
+        # every cached analysis of this layer (factors, energies, non-zeros) hangs off one digest of its weight
+        digest = weight_digest(old.weight)
         if config.solver == "randomized":
             rank = choose_rank(config.rank, out_f, in_f, round_to=config.round_to)
             # on the (out, in) matrix as for a Linear: a random projection of W and of W^T differ
             u, s, vh = cached(view.weight, ("rsvd", rank, ctx.seed),
                               lambda w=view.weight, r=rank: randomized_linear_svd(w, r, ctx.seed))
         else:
-            u, s, vh = _factors(old, matrix_factors)
+            u, s, vh = _factors(old, matrix_factors, digest)
             rank = choose_rank(config.rank, out_f, in_f, s, round_to=config.round_to)
         best = (in_f * out_f - 1) // (in_f + out_f)
         if rank > best:
@@ -202,13 +247,19 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
 
             error = relative_error(view.weight, new.dense_weight())
         else:
-            error = _tail_error(s, rank)
-        detail = {"rank": rank, "max_rank": max_rank, "rule": str(config.rank), "solver": config.solver}
+            error = _tail_error(s, rank, cached(old.weight, ("svd", "energy"), lambda s=s: _energy(s), digest=digest))
+        detail = {"rank": rank, "max_rank": max_rank, "rule": rule, "solver": config.solver}
         # the old layer's count is cached with its factors (same weight digest): re-ranking does not recount it
-        weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)))
+        weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)), digest=digest)
         bias_nz = 0 if old.bias is None else int(torch.count_nonzero(old.bias))
+        nonzeros_after = None  # the randomized factors are counted as built
+        if config.solver != "randomized":  # the new factors' counts at every rank, cached per weight version
+            first_nz, second_nz = cached(
+                old.weight, ("svd", "factor nonzeros", view.conv1d, view.weight.dtype, view.weight.device),
+                lambda f=(u, s, vh), w=view.weight: _factor_nonzeros(*f, w), digest=digest)
+            nonzeros_after = first_nz[rank] + second_nz[rank] + bias_nz  # the new bias is a copy of the old
         rows.append(layer_row(name, "svd", old, new, error=error, detail=detail,
-                              nonzeros_before=weight_nz + bias_nz))
+                              nonzeros_before=weight_nz + bias_nz, nonzeros_after=nonzeros_after))
         replacements[name] = new
     notes = ["SVD replaces each layer by two smaller ones: parameters and multiply-adds fall by the same "
              "ratio; whether latency follows depends on the layer size and batch (see benchmarks)."]
