@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from ...errors import InvalidConfigError
 from .._common import (
     LINEAR_TYPES,
     LayerStandIn,
+    LinearView,
     is_conv1d,
     layer_row,
     linear_view,
@@ -118,11 +120,14 @@ class LowRankLinear(LayerStandIn, nn.Sequential):
         return self[1].weight @ self[0].weight
 
 
-def low_rank_linear(old: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> LowRankLinear:
-    """:class:`LowRankLinear` from the leading ``rank`` triplets of ``old``'s weight in Linear layout (out, in)."""
-    view = linear_view(old)
+def low_rank_linear(old: nn.Module, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int,
+                    root: torch.Tensor | None = None, view: LinearView | None = None) -> LowRankLinear:
+    """:class:`LowRankLinear` from the leading ``rank`` triplets of ``old``'s weight in Linear layout (out, in).
+    ``root``: ``s.sqrt()`` when the caller has it cached (its first ``rank`` values are those of
+    ``s[:rank].sqrt()``: the same elementwise root); ``view``: ``linear_view(old)`` when the caller has it."""
+    view = linear_view(old) if view is None else view
     w = view.weight
-    root = s[:rank].sqrt()
+    root = s[:rank].sqrt() if root is None else root[:rank]
     first = _linear(view.in_features, rank, (root[:, None] * vh[:rank]).to(device=w.device, dtype=w.dtype), None)
     second = _linear(rank, view.out_features, (u[:, :rank] * root[None, :]).to(device=w.device, dtype=w.dtype),
                      None if view.bias is None else view.bias.detach().clone())
@@ -137,9 +142,18 @@ def _linear(in_features: int, out_features: int, weight: torch.Tensor, bias: tor
     layer = nn.Linear.__new__(nn.Linear)
     nn.Module.__init__(layer)
     layer.__dict__.update(in_features=in_features, out_features=out_features)  # plain ints, as __setattr__ stores them
-    layer.register_parameter("weight", nn.Parameter(weight))
-    layer.register_parameter("bias", None if bias is None else nn.Parameter(bias))
+    weight, bias = nn.Parameter(weight), None if bias is None else nn.Parameter(bias)
+    if _PARAMETER_HOOKS is None or _PARAMETER_HOOKS:  # someone registered a global hook: go through it
+        layer.register_parameter("weight", weight)
+        layer.register_parameter("bias", bias)
+    else:  # what register_parameter does when no hook is registered (its checks hold for a fresh Linear)
+        layer._parameters.update(weight=weight, bias=bias)
     return layer
+
+
+# torch's global parameter-registration hooks (nn.modules.module.register_module_parameter_registration_hook);
+# None when this torch keeps them elsewhere: then every parameter goes through register_parameter
+_PARAMETER_HOOKS = getattr(sys.modules["torch.nn.modules.module"], "_global_parameter_registration_hooks", None)
 
 
 def _factors(old: nn.Module, fn, digest: str | None = None):
@@ -150,19 +164,31 @@ def _factors(old: nn.Module, fn, digest: str | None = None):
     return (vh.T, s, u.T) if is_conv1d(old) else (u, s, vh)
 
 
-def _factor_nonzeros(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, like: torch.Tensor):
-    """Non-zeros of the two factors :func:`low_rank_linear` builds, at every rank: ``(first, second)`` with
-    ``first[r]`` the count of ``sqrt(S_r) V_r^T`` and ``second[r]`` of ``U_r sqrt(S_r)``, both in ``like``'s
-    dtype and device as built. Truncating to r keeps the first r rows of the one and the first r columns of
-    the other, with the same values elementwise, so the counts are prefix sums of the full-rank products'
-    per-row / per-column counts: once per weight version, no recount for any later rank."""
+class _Rerank(NamedTuple):
+    """What re-ranking one weight version reads besides its factors (cached with them, computed once):
+    ``root`` = sqrt(s); ``energy`` = :func:`_energy` (for the tail error); ``weight_nz``: the weight's
+    non-zeros; ``first_nz[r]`` / ``second_nz[r]``: the non-zeros of the two factors :func:`low_rank_linear`
+    builds at rank r, ``sqrt(S_r) V_r^T`` and ``U_r sqrt(S_r)`` in the layer's dtype and device."""
+
+    root: torch.Tensor
+    energy: tuple[torch.Tensor, float]
+    weight_nz: int
+    first_nz: list[int]
+    second_nz: list[int]
+
+
+def _rerank_facts(weight: torch.Tensor, u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor,
+                  like: torch.Tensor) -> _Rerank:
+    """:class:`_Rerank` of ``weight`` (as stored) from its factors in Linear layout; ``like``: the weight in
+    Linear layout (the factors' dtype and device as built). Truncating to r keeps the first r rows of the one
+    factor and the first r columns of the other, with the same values elementwise, so their counts are prefix
+    sums of the full-rank products' per-row / per-column counts: no recount for any later rank."""
     root = s.sqrt()
     first = (root[:, None] * vh).to(device=like.device, dtype=like.dtype)
     second = (u * root[None, :]).to(device=like.device, dtype=like.dtype)
-    prefix = []
-    for counts in (torch.count_nonzero(first, dim=1), torch.count_nonzero(second, dim=0)):
-        prefix.append([0, *torch.cumsum(counts.cpu(), 0).tolist()])
-    return tuple(prefix)
+    first_nz, second_nz = ([0, *torch.cumsum(counts.cpu(), 0).tolist()]
+                           for counts in (torch.count_nonzero(first, dim=1), torch.count_nonzero(second, dim=0)))
+    return _Rerank(root, _energy(s), int(torch.count_nonzero(weight)), first_nz, second_nz)
 
 
 def _energy(s: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -233,31 +259,33 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
             # on the (out, in) matrix as for a Linear: a random projection of W and of W^T differ
             u, s, vh = cached(view.weight, ("rsvd", rank, ctx.seed),
                               lambda w=view.weight, r=rank: randomized_linear_svd(w, r, ctx.seed))
+            facts = None
         else:
             u, s, vh = _factors(old, matrix_factors, digest)
             rank = choose_rank(config.rank, out_f, in_f, s, round_to=config.round_to)
+            # one more entry per weight version: what every rank's layer and row read besides the factors
+            facts = cached(old.weight, ("svd", "rerank", view.conv1d, view.weight.dtype, view.weight.device),
+                           lambda f=(old.weight, u, s, vh, view.weight): _rerank_facts(*f), digest=digest)
         best = (in_f * out_f - 1) // (in_f + out_f)
         if rank > best:
             rows.append(layer_row(name, "svd", old, None, skipped=f"rank {rank} {SKIP_NO_SAVING} "
                                   f"(it must be <= {best} for this {in_f} -> {out_f} layer)"))
             continue
-        new = low_rank_linear(old, u, s, vh, rank)
-        if config.solver == "randomized":
+        bias_nz = 0 if old.bias is None else int(torch.count_nonzero(old.bias))
+        if facts is None:  # randomized: the error and the new factors' non-zeros measured as built
             from ...core.metrics import relative_error
 
+            new = low_rank_linear(old, u, s, vh, rank)
             error = relative_error(view.weight, new.dense_weight())
-        else:
-            error = _tail_error(s, rank, cached(old.weight, ("svd", "energy"), lambda s=s: _energy(s), digest=digest))
+            weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)),
+                               digest=digest)
+            nonzeros_after = None
+        else:  # every count read from the weight version's cached facts: nothing recounted at a new rank
+            new = low_rank_linear(old, u, s, vh, rank, root=facts.root, view=view)
+            error = _tail_error(s, rank, facts.energy)
+            weight_nz = facts.weight_nz
+            nonzeros_after = facts.first_nz[rank] + facts.second_nz[rank] + bias_nz  # the new bias: a copy of the old
         detail = {"rank": rank, "max_rank": max_rank, "rule": rule, "solver": config.solver}
-        # the old layer's count is cached with its factors (same weight digest): re-ranking does not recount it
-        weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)), digest=digest)
-        bias_nz = 0 if old.bias is None else int(torch.count_nonzero(old.bias))
-        nonzeros_after = None  # the randomized factors are counted as built
-        if config.solver != "randomized":  # the new factors' counts at every rank, cached per weight version
-            first_nz, second_nz = cached(
-                old.weight, ("svd", "factor nonzeros", view.conv1d, view.weight.dtype, view.weight.device),
-                lambda f=(u, s, vh), w=view.weight: _factor_nonzeros(*f, w), digest=digest)
-            nonzeros_after = first_nz[rank] + second_nz[rank] + bias_nz  # the new bias is a copy of the old
         rows.append(layer_row(name, "svd", old, new, error=error, detail=detail,
                               nonzeros_before=weight_nz + bias_nz, nonzeros_after=nonzeros_after))
         replacements[name] = new
