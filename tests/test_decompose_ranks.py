@@ -271,6 +271,14 @@ def test_replacement_linears_are_what_the_constructor_makes():
     finally:
         handle.remove()
     assert built == seen == ["weight", "weight", "bias"]  # a global registration hook sees what the constructor shows
+    children = []
+    handle = torch.nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, child: children.append(name))
+    try:
+        again = low_rank_linear(old, u, s, vh, 4)
+    finally:
+        handle.remove()
+    assert children == ["0", "1"] and list(again._modules) == ["0", "1"]
 
 
 def test_layer_counts_agree_with_the_single_counts():

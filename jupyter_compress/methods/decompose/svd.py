@@ -105,7 +105,12 @@ class LowRankLinear(LayerStandIn, nn.Sequential):
     """
 
     def __init__(self, first: nn.Linear, second: nn.Linear, layer: nn.Module | None = None) -> None:
-        super().__init__(first, second)
+        if _MODULE_HOOKS is None or _MODULE_HOOKS or not (isinstance(first, nn.Module)
+                                                          and isinstance(second, nn.Module)):
+            super().__init__(first, second)
+        else:  # what Sequential's add_module does for children "0" and "1" when no global hook is set
+            nn.Module.__init__(self)
+            self._modules.update({"0": first, "1": second})
         self._keep_layer(layer, None if layer is not None else {
             "weight": first.weight.new_zeros(()).expand(second.out_features, first.in_features)})
         self.__dict__.setdefault("in_features", first.in_features)
@@ -151,16 +156,20 @@ def _linear(in_features: int, out_features: int, weight: torch.Tensor, bias: tor
     return layer
 
 
-# torch's global parameter-registration hooks (nn.modules.module.register_module_parameter_registration_hook);
-# None when this torch keeps them elsewhere: then every parameter goes through register_parameter
+# torch's global parameter / module registration hooks (register_module_parameter_registration_hook,
+# register_module_module_registration_hook); None when this torch keeps them elsewhere: then every
+# parameter and child goes through register_parameter / add_module
 _PARAMETER_HOOKS = getattr(sys.modules["torch.nn.modules.module"], "_global_parameter_registration_hooks", None)
+_MODULE_HOOKS = getattr(sys.modules["torch.nn.modules.module"], "_global_module_registration_hooks", None)
 
 
-def _factors(old: nn.Module, fn, digest: str | None = None):
+def _factors(old: nn.Module, fn, digest: str | None = None, weight: torch.Tensor | None = None):
     """``fn(weight)`` -> (u, s, vh) of ``old``'s weight in Linear layout. A Conv1D's is factored as stored,
     (in, out), and the factors swapped (exact for the full SVD): the cache entry is then shared with every
-    other reader of its weight (spectra, sensitivity). ``digest``: passed on to ``fn`` when given."""
-    u, s, vh = fn(old.weight) if digest is None else fn(old.weight, digest=digest)
+    other reader of its weight (spectra, sensitivity). ``digest``: passed on to ``fn`` when given;
+    ``weight``: ``old.weight`` when the caller has it."""
+    weight = old.weight if weight is None else weight
+    u, s, vh = fn(weight) if digest is None else fn(weight, digest=digest)
     return (vh.T, s, u.T) if is_conv1d(old) else (u, s, vh)
 
 
@@ -253,7 +262,8 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
         if kind == "int" and config.rank > max_rank:
             raise rank_too_large("SVDConfig", config.rank, name, f"Linear {in_f} -> {out_f}", max_rank)
         # every cached analysis of this layer (factors, energies, non-zeros) hangs off one digest of its weight
-        digest = weight_digest(old.weight)
+        weight = old.weight  # as stored (a Conv1D's is (in, out)); read once: a parameter read is a Python call
+        digest = weight_digest(weight)
         if config.solver == "randomized":
             rank = choose_rank(config.rank, out_f, in_f, round_to=config.round_to)
             # on the (out, in) matrix as for a Linear: a random projection of W and of W^T differ
@@ -261,24 +271,23 @@ def apply_svd(model: nn.Module, names: list[str], config: SVDConfig, ctx) -> Met
                               lambda w=view.weight, r=rank: randomized_linear_svd(w, r, ctx.seed))
             facts = None
         else:
-            u, s, vh = _factors(old, matrix_factors, digest)
+            u, s, vh = _factors(old, matrix_factors, digest, weight)
             rank = choose_rank(config.rank, out_f, in_f, s, round_to=config.round_to)
             # one more entry per weight version: what every rank's layer and row read besides the factors
-            facts = cached(old.weight, ("svd", "rerank", view.conv1d, view.weight.dtype, view.weight.device),
-                           lambda f=(old.weight, u, s, vh, view.weight): _rerank_facts(*f), digest=digest)
+            facts = cached(weight, ("svd", "rerank", view.conv1d, weight.dtype, weight.device),
+                           lambda f=(weight, u, s, vh, view.weight): _rerank_facts(*f), digest=digest)
         best = (in_f * out_f - 1) // (in_f + out_f)
         if rank > best:
             rows.append(layer_row(name, "svd", old, None, skipped=f"rank {rank} {SKIP_NO_SAVING} "
                                   f"(it must be <= {best} for this {in_f} -> {out_f} layer)"))
             continue
-        bias_nz = 0 if old.bias is None else int(torch.count_nonzero(old.bias))
+        bias_nz = 0 if view.bias is None else int(torch.count_nonzero(view.bias))
         if facts is None:  # randomized: the error and the new factors' non-zeros measured as built
             from ...core.metrics import relative_error
 
             new = low_rank_linear(old, u, s, vh, rank)
             error = relative_error(view.weight, new.dense_weight())
-            weight_nz = cached(old.weight, ("nonzeros",), lambda w=old.weight: int(torch.count_nonzero(w)),
-                               digest=digest)
+            weight_nz = cached(weight, ("nonzeros",), lambda w=weight: int(torch.count_nonzero(w)), digest=digest)
             nonzeros_after = None
         else:  # every count read from the weight version's cached facts: nothing recounted at a new rank
             new = low_rank_linear(old, u, s, vh, rank, root=facts.root, view=view)
