@@ -11,7 +11,7 @@ from torch import nn
 
 import jupyter_compress as jc
 from jupyter_compress.core.apply import Context
-from jupyter_compress.core.metrics import relative_error
+from jupyter_compress.core.metrics import relative_error, single_thread
 from jupyter_compress.core.registry import get_method
 from jupyter_compress.methods.decompose import clear_cache, linear_svd, randomized_linear_svd
 
@@ -36,8 +36,8 @@ def _rerank_rows(quick: bool) -> list[dict]:
     ctx = Context(seed=0, generator=torch.Generator())
     n = 3 if quick else 7
 
-    def build(rank):
-        with torch.no_grad():
+    def build(rank):  # as the core calls a method (core.steps): no autograd, one thread
+        with torch.no_grad(), single_thread():
             return apply(model, names, jc.SVDConfig(rank=rank), ctx)
 
     def cold():
@@ -66,8 +66,8 @@ def _rerank_rows(quick: bool) -> list[dict]:
     label = f"MiniLM, re-rank its {len(names)} Linear layers"
     return [
         {"name": label, "figure": "speedup, build replacements from cache", "baseline": f"recompute {cold_s:.3f} s",
-         "value": f"{cold_s / warm_s:.0f}x", **at_least(cold_s / warm_s, 100, ">= 100x"),
-         "note": f"{warm_s * 1e3:.1f} ms; svd apply incl. report rows"},
+         "value": f"{cold_s / warm_s:.0f}x", **at_least(cold_s / warm_s, 200, ">= 200x"),
+         "note": f"{warm_s * 1e3:.1f} ms; svd apply incl. report rows, one thread as the core runs it"},
         {"name": label, "figure": "speedup, preview from cached spectra", "baseline": f"recompute {cold_s:.3f} s",
          "value": f"{cold_s / preview_s:.0f}x", "note": f"{preview_s * 1e3:.2f} ms for rank, params, error"},
         {"name": label, "figure": "speedup, compress_ + revert_", "baseline": f"cold {verbs_cold:.3f} s",

@@ -183,3 +183,113 @@ def test_spectrum_curves_by_hand_and_for_convs():
     assert set(conv) == {"block.conv1", "block.conv2"}
     assert conv["block.conv1"].max_rank == (16, 16)
     assert conv["block.conv1"].to_dict()["error_curve"][0][0] == pytest.approx(1.0)
+
+
+def _zeros_model(dtype):
+    """Linears (and a transformers Conv1D) whose weights hold exact zeros and a rank deficit, so that the
+    factors' non-zero counts differ from their sizes; a bias with zeros; the last layer a narrow head."""
+    from transformers.pytorch_utils import Conv1D
+
+    g = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Linear(24, 40), nn.ReLU(), Conv1D(32, 40), nn.ReLU(), nn.Linear(32, 30, bias=False),
+                          nn.ReLU(), nn.Linear(30, 6))
+    with torch.no_grad():
+        for layer in (model[0], model[2], model[4], model[6]):
+            w = layer.weight
+            low = torch.randn(w.shape[0], 5, generator=g) @ torch.randn(5, w.shape[1], generator=g)
+            w.copy_(low + 0.05 * torch.randn(w.shape, generator=g))
+            w[:3] = 0.0  # whole zero rows: zero singular values, zero factor rows / columns
+            w[:, -2:] = 0.0
+            w[4, 7] = 0.0
+        model[0].bias[::3] = 0.0
+    return model.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_re_ranking_from_the_cache_builds_what_a_cold_run_builds(dtype):
+    """Layers built from cached factors (another rank ran first) are bit for bit those a cold run builds at
+    the same rank (values, dtype, strides, attributes), and the report rows are equal; the cached counts
+    (non-zeros of the new factors per rank, the old layer's) are what counting the built layers gives."""
+    from jupyter_compress.core.metrics import count_nonzero, count_params, model_bytes, single_thread
+
+    model = _zeros_model(dtype)
+    for rank in (3, 0.3, "energy:0.8", 12):
+        clear_cache()
+        jc.compress(model, jc.SVDConfig(rank=0.6))  # fills the cache; a different rank
+        before = cache_info()["misses"]
+        warm, warm_report = jc.compress(model, jc.SVDConfig(rank=rank))
+        assert cache_info()["misses"] == before  # nothing recomputed: every analysis came from the cache
+        clear_cache()
+        cold, cold_report = jc.compress(model, jc.SVDConfig(rank=rank))
+        assert warm_report.rows == cold_report.rows
+        compressed = [r for r in cold_report.rows if r.skipped is None]
+        assert {r.name for r in compressed} == {"0", "2", "4"}  # the head "6" is kept (keep_head)
+        for row in compressed:
+            a, b = warm.get_submodule(row.name), cold.get_submodule(row.name)
+            assert type(a) is type(b) and vars(a).keys() == vars(b).keys()
+            assert [vars(m).keys() for m in a] == [vars(m).keys() for m in b]
+            for (ka, ta), (kb, tb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+                assert ka == kb and ta.dtype == tb.dtype == dtype and ta.stride() == tb.stride()
+                assert torch.equal(ta, tb)
+            old = model.get_submodule(row.name)
+            # and both are the plain formula on a fresh SVD: sqrt(S_r) V_r^T and U_r sqrt(S_r), in the layer's dtype
+            with single_thread():  # as the cache computes it
+                u, sv, vh = decompose.linear_svd(old.weight)
+            if row.name == "2":  # the Conv1D: factored as stored (in, out), then swapped into Linear layout
+                u, vh = vh.T, u.T
+            r = row.detail["rank"]
+            assert torch.equal(b[0].weight, (sv[:r].sqrt()[:, None] * vh[:r]).to(dtype))
+            assert torch.equal(b[1].weight, (u[:, :r] * sv[:r].sqrt()[None, :]).to(dtype))
+            assert (row.nonzeros_after, row.params_after, row.bytes_after) == (
+                count_nonzero(b), count_params(b), model_bytes(b))
+            assert (row.nonzeros_before, row.params_before, row.bytes_before) == (
+                count_nonzero(old), count_params(old), model_bytes(old))
+            assert row.nonzeros_after < row.params_after  # the zeros above reach the factors
+
+
+def test_replacement_linears_are_what_the_constructor_makes():
+    """The two Linears of a LowRankLinear skip nn.Linear's random init; otherwise they are ordinary ones."""
+    from jupyter_compress.methods.decompose.svd import low_rank_linear, matrix_factors
+
+    old = nn.Linear(12, 10)
+    u, s, vh = matrix_factors(old.weight)
+    new = low_rank_linear(old, u, s, vh, 4)
+    for layer, (fan_in, fan_out, bias) in zip(new, ((12, 4, False), (4, 10, True)), strict=True):
+        ref = nn.Linear(fan_in, fan_out, bias=bias)
+        assert type(layer) is nn.Linear and list(vars(layer)) == list(vars(ref)) and repr(layer) == repr(ref)
+        assert list(layer._parameters) == list(ref._parameters)
+        assert all(type(p) is nn.Parameter and p.requires_grad for p in layer.parameters())
+    assert torch.equal(new[1].bias, old.bias) and new[1].bias.data_ptr() != old.bias.data_ptr()
+    seen = []
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, param: seen.append(name))
+    try:
+        low_rank_linear(old, u, s, vh, 4)
+        built = list(seen)
+        seen.clear()
+        nn.Linear(12, 4, bias=False), nn.Linear(4, 10)
+    finally:
+        handle.remove()
+    assert built == seen == ["weight", "weight", "bias"]  # a global registration hook sees what the constructor shows
+    children = []
+    handle = torch.nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, child: children.append(name))
+    try:
+        again = low_rank_linear(old, u, s, vh, 4)
+    finally:
+        handle.remove()
+    assert children == ["0", "1"] and list(again._modules) == ["0", "1"]
+
+
+def test_layer_counts_agree_with_the_single_counts():
+    from jupyter_compress.core.metrics import count_nonzero, count_params, layer_counts, model_bytes
+
+    tied = nn.Sequential(nn.Linear(5, 5), nn.BatchNorm1d(5), nn.Linear(5, 5).half())
+    tied[2].weight = tied[0].weight  # tied: counted once
+    with torch.no_grad():
+        tied[0].weight[0] = 0.0
+    model, _ = make("cnn")
+    for module in (tied, model, nn.ReLU(), nn.Linear(3, 2, bias=False)):
+        expected = (count_params(module), count_nonzero(module), model_bytes(module))
+        assert layer_counts(module) == expected
+        assert layer_counts(module, nonzeros=False) == (expected[0], None, expected[2])

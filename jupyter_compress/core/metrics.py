@@ -19,6 +19,7 @@ from .inputs import call_model
 __all__ = [
     "count_params",
     "count_nonzero",
+    "layer_counts",
     "bytes_by_dtype",
     "model_bytes",
     "sparse_encoding_bytes",
@@ -33,14 +34,16 @@ __all__ = [
 
 
 def _unique_tensors(module: nn.Module, buffers: bool = True) -> Iterator[torch.Tensor]:
+    """What ``module.parameters()`` (then ``module.buffers()``) yields, each tensor once, read straight from each
+    submodule's dicts: the same tensors in the same order without a generator chain per submodule."""
     seen: set[int] = set()
-    tensors = list(module.parameters())
-    if buffers:
-        tensors += list(module.buffers())
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            yield t
+    modules = list(module.modules())
+    for attr in ("_parameters", "_buffers") if buffers else ("_parameters",):
+        for m in modules:
+            for t in getattr(m, attr).values():
+                if t is not None and id(t) not in seen:
+                    seen.add(id(t))
+                    yield t
 
 
 def _held(module: nn.Module, nonzero: bool) -> int:
@@ -81,6 +84,34 @@ def bytes_by_dtype(module: nn.Module, buffers: bool = True) -> dict[str, int]:
 
 def model_bytes(module: nn.Module, buffers: bool = True) -> int:
     return sum(bytes_by_dtype(module, buffers).values())
+
+
+def layer_counts(module: nn.Module, nonzeros: bool = True) -> tuple[int, int | None, int]:
+    """``(count_params, count_nonzero, model_bytes)`` of ``module`` in one walk over its submodules (what a
+    report row needs of a layer); the non-zero count is None with ``nonzeros=False`` (the caller has it)."""
+    modules = list(module.modules())
+    seen: set[int] = set()
+    params, nonzero, nbytes = 0, 0, 0
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                n = p.numel()
+                params += n
+                nbytes += n * p.element_size()
+                if nonzeros:
+                    nonzero += int(torch.count_nonzero(p.detach()))
+    for m in modules:
+        for b in m._buffers.values():
+            if b is not None and id(b) not in seen:
+                seen.add(id(b))
+                nbytes += b.numel() * b.element_size()
+        held = getattr(m, "held_parameters", None)
+        if callable(held):
+            params += int(held(nonzero=False))
+            if nonzeros:
+                nonzero += int(held(nonzero=True))
+    return params, (nonzero if nonzeros else None), nbytes
 
 
 def sparse_encoding_bytes(tensor: torch.Tensor) -> tuple[int, str]:

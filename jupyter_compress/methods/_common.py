@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ..core.metrics import count_nonzero, count_params, model_bytes
+from ..core.metrics import layer_counts
 from ..core.report import LayerRow
 
 __all__ = ["describe_module", "layer_row", "Conv1D", "LINEAR_TYPES", "is_conv1d", "hf_conv1d_class",
-           "linear_view", "LinearView", "parent_reads_weight", "WeightStandIn", "LayerStandIn", "LAYER_ATTRS"]
+           "linear_view", "LinearView", "parent_reads_weight", "submodule", "WeightStandIn", "LayerStandIn", "LAYER_ATTRS"]
 
 
 def hand_over(ctx: Any, replacements: dict[str, nn.Module], name: str, new: nn.Module) -> None:
@@ -48,24 +48,30 @@ def describe_module(module: nn.Module) -> str:
 
 
 def layer_row(name: str, method: str, old: nn.Module, new: nn.Module | None, *,
-              nonzeros_before: int | None = None, **extra) -> LayerRow:
+              nonzeros_before: int | None = None, nonzeros_after: int | None = None, **extra) -> LayerRow:
     """A report row comparing a layer before and after (``new=None`` for a skipped layer).
 
-    ``nonzeros_before``: the old layer's non-zero count when the caller has it already (e.g. cached
-    per weight version), since counting is the costliest part of a row.
+    ``nonzeros_before`` / ``nonzeros_after``: the old / new layer's non-zero count when the caller has it
+    already (e.g. cached per weight version), since counting is the costliest part of a row.
     """
     after = old if new is None else new
+    params_before, nonzeros_old, bytes_before = layer_counts(old, nonzeros=nonzeros_before is None)
+    if after is old and nonzeros_old is not None:
+        params_after, counted, bytes_after = params_before, nonzeros_old, bytes_before
+    else:
+        params_after, counted, bytes_after = layer_counts(after, nonzeros=nonzeros_after is None)
+    nonzeros_after = counted if nonzeros_after is None else nonzeros_after
     return LayerRow(
         name=name,
         method=method,
         layer_type=describe_module(old),
         new_type=describe_module(after),
-        params_before=count_params(old),
-        params_after=count_params(after),
-        nonzeros_before=count_nonzero(old) if nonzeros_before is None else nonzeros_before,
-        nonzeros_after=count_nonzero(after),
-        bytes_before=model_bytes(old),
-        bytes_after=model_bytes(after),
+        params_before=params_before,
+        params_after=params_after,
+        nonzeros_before=nonzeros_old if nonzeros_before is None else nonzeros_before,
+        nonzeros_after=nonzeros_after,
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
         **extra,
     )
 
@@ -82,6 +88,8 @@ def hf_conv1d_class() -> type | None:
 
 class _Conv1DMeta(type):
     def __instancecheck__(cls, obj: Any) -> bool:
+        if type(obj) is nn.Linear:  # the common case, answered without looking transformers up
+            return False
         real = hf_conv1d_class()
         return real is not None and isinstance(obj, real)
 
@@ -129,10 +137,18 @@ def linear_view(module: nn.Module) -> LinearView:
 _READS_CHILD_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
 
 
-def parent_reads_weight(model: nn.Module, name: str) -> str | None:
-    """A skip reason when the layer's parent reads its weight values directly (fused fast paths), else None."""
+def submodule(model: nn.Module, name: str, modules: dict[str, nn.Module] | None = None) -> nn.Module:
+    """``model.get_submodule(name)``, looked up in ``modules`` (``dict(model.named_modules())``, made once by a
+    caller that visits many layers) when given; a name it lacks (a module registered twice) is looked up."""
+    found = modules.get(name) if modules is not None else None
+    return found if found is not None else model.get_submodule(name)
+
+
+def parent_reads_weight(model: nn.Module, name: str, modules: dict[str, nn.Module] | None = None) -> str | None:
+    """A skip reason when the layer's parent reads its weight values directly (fused fast paths), else None.
+    ``modules``: ``dict(model.named_modules())`` when the caller has it (see :func:`submodule`)."""
     parent_name = name.rpartition(".")[0]
-    parent = model.get_submodule(parent_name) if parent_name else model
+    parent = submodule(model, parent_name, modules) if parent_name else model
     if isinstance(parent, _READS_CHILD_WEIGHTS):
         return (f"its parent {type(parent).__name__} reads this layer's .weight values directly (fused fast "
                 "path), so it cannot be replaced")

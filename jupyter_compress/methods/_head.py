@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from ._common import LINEAR_TYPES, layer_row, linear_view
+from ._common import LINEAR_TYPES, layer_row, linear_view, submodule
 
 __all__ = ["HEAD_TYPES", "output_layer", "split_head", "KEEP_HEAD_HELP"]
 
@@ -35,12 +35,15 @@ KEEP_HEAD_HELP = ("leave the model's output layer (classifier head) as it is whe
                   "than inputs) and other layers are selected; False factors it too")
 
 
-def output_layer(model: nn.Module, order: list[str] | None = None) -> str | None:
+def output_layer(model: nn.Module, order: list[str] | None = None,
+                 modules: dict[str, nn.Module] | None = None) -> str | None:
     """The name of ``model``'s output layer: the last of ``order`` (names in forward-pass order, when the
-    caller traced them), else the last Linear / convolution registered; None when there is none."""
+    caller traced them), else the last Linear / convolution registered; None when there is none.
+    ``modules``: ``dict(model.named_modules())`` when the caller has it (saves a walk over the model)."""
     if order:
         return order[-1]
-    names = [n for n, m in model.named_modules() if isinstance(m, HEAD_TYPES)]
+    named = modules.items() if modules is not None else model.named_modules()
+    names = [n for n, m in named if isinstance(m, HEAD_TYPES)]
     return names[-1] if names else None
 
 
@@ -56,16 +59,17 @@ def _shape(module: nn.Module) -> tuple[int, int] | None:
 
 
 def split_head(model: nn.Module, names: list[str], method: str, keep: bool, ctx: Any = None,
-               skip: Callable[[str], str | None] | None = None):
+               skip: Callable[[str], str | None] | None = None, modules: dict[str, nn.Module] | None = None):
     """``(names to process, skipped rows, notes)``: ``names`` without the output layer when the rule above
     keeps it, with a skipped row and a note that say so; ``names`` unchanged otherwise. ``ctx``: the
     method's context, whose ``selector`` may name the head exactly (then it is not kept). ``skip(name)``: the
     method's reason to leave a layer alone whatever the rank (a fused parent...), or None: layers with one
-    are not "other layers the method can act on"."""
-    head = output_layer(model) if keep else None
+    are not "other layers the method can act on". ``modules``: ``dict(model.named_modules())`` when the
+    caller has it (one walk over the model shared with the caller's own look-ups)."""
+    head = output_layer(model, modules=modules) if keep else None
     if head is None or head not in names or head in getattr(getattr(ctx, "selector", None), "layers", ()):
         return list(names), [], []
-    module = model.get_submodule(head)
+    module = submodule(model, head, modules)
     shape = _shape(module)
     others = [n for n in names if n != head and (skip is None or not skip(n))]
     if shape is None or shape[0] >= shape[1] or (not others and shape[0] * TINY > shape[1]):

@@ -33,10 +33,11 @@ _STATE = {"limit": 512 * 2**20, "bytes": 0, "hits": 0, "misses": 0}
 _MEMO: dict[int, tuple[weakref.ref, int, int, torch.Tensor, str]] = {}
 
 
-def _sample(t: torch.Tensor) -> torch.Tensor:
+def _sample(t: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """A few values of ``t`` spread over it (a copy to keep; ``copy=False``: a view, to compare at once)."""
     flat = t.detach().reshape(-1)
     step = max(1, flat.numel() // 61)
-    return flat[::step].clone()
+    return flat[::step].clone() if copy else flat[::step]
 
 
 def weight_digest(t: torch.Tensor) -> str:
@@ -45,7 +46,7 @@ def weight_digest(t: torch.Tensor) -> str:
     with _LOCK:
         memo = _MEMO.get(key)
         if (memo is not None and memo[0]() is t and memo[1] == t._version and memo[2] == t.data_ptr()
-                and torch.equal(memo[3], _sample(t))):
+                and torch.equal(memo[3], _sample(t, copy=False))):
             return memo[4]
     data = t.detach().contiguous().cpu()
     h = hashlib.blake2b(f"{data.dtype}|{tuple(data.shape)}|".encode(), digest_size=20)
@@ -68,12 +69,13 @@ def _nbytes(value: Any) -> int:
     return 64
 
 
-def cached(weight: torch.Tensor, kind: tuple, compute: Callable[[], Any]) -> Any:
+def cached(weight: torch.Tensor, kind: tuple, compute: Callable[[], Any], digest: str | None = None) -> Any:
     """``compute()``'s result for this weight's content and ``kind``, computed at most once while cached.
 
-    The result must be treated as read-only (tensors are shared between callers).
+    The result must be treated as read-only (tensors are shared between callers). ``digest``: the weight's
+    :func:`weight_digest` when the caller has just taken it (several entries of one weight: one digest).
     """
-    key = (weight_digest(weight), *kind)
+    key = (weight_digest(weight) if digest is None else digest, *kind)
     with _LOCK:
         if key in _STORE:
             _STORE.move_to_end(key)
