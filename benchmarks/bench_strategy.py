@@ -105,7 +105,7 @@ def _dask_finetune(quick: bool) -> list[dict]:
     model, _, _ = train_digits_cnn()
     X_train, X_test, y_train, y_test = digits_data()
     ev = _tuned_eval(X_train, y_train, X_test, y_test)
-    ratios = (0.3, 0.6) if quick else (0.2, 0.4, 0.6, 0.8)
+    ratios = (0.3, 0.6) if quick else tuple(i / 10 for i in range(1, 9))
     kw = dict(eval=ev, methods=["prune", "svd"], ratios=ratios, cache_dir=False, progress=False)
     start = time.perf_counter()
     seq = sensitivity(model, **kw)
