@@ -234,7 +234,9 @@ def run_command(args) -> int:
     report.notes += [f"THRESHOLD CROSSED: {c}." for c in crossed]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save(small, report, out / ARTIFACT_NAME, example_inputs=example, data=data)
+        codec = getattr(args, "compact", None)
+        save(small, report, out / ARTIFACT_NAME, example_inputs=example, data=data, compact=codec is not None,
+             codec=codec or "zstd")
         (out / "report.json").write_text(dumps(report.to_dict(), indent=2, default=str))
         (out / "report.html").write_text(report.to_html())
         (out / "plan.yaml").write_text(Plan.from_dict(report.plan).to_yaml())

@@ -1,0 +1,179 @@
+"""Compact artifacts (``save(..., compact=True)``): sparse forms, packed integer codes, one codec; exact round
+trips, the dense save's digest, and untrusted files refused in one line before anything big is allocated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from models import make
+
+import jupyter_compress as jc
+from jupyter_compress.io import compact as compact_mod
+from jupyter_compress.io import load, read_manifest, save
+from jupyter_compress.io.artifact import load_tensors
+from jupyter_compress.io.compact import decode, encode
+from jupyter_compress.methods import PruneConfig, WeightOnlyConfig
+
+PLANS = {
+    "dense": jc.Plan.of(PruneConfig(amount=0.0)),
+    "pruned90": jc.Plan.of(PruneConfig(amount=0.9)),
+    "int8": jc.Plan.of(WeightOnlyConfig(bits=8, group_size=16)),
+    "int4": jc.Plan.of(WeightOnlyConfig(bits=4, group_size=16)),
+    "pruned90+int4": jc.Plan.of(PruneConfig(amount=0.9), WeightOnlyConfig(bits=4, group_size=16)),
+}
+
+
+def _same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert torch.equal(a[k].reshape(-1).view(torch.uint8), b[k].reshape(-1).view(torch.uint8)), k
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("name", PLANS)
+def test_compact_round_trip_is_bit_identical_with_the_dense_digest(tmp_path, name, codec):
+    model, x = make("mlp")
+    small, report = jc.compress(model, PLANS[name], example_inputs=x)
+    dense = save(small, report, tmp_path / "dense.safetensors", example_inputs=x)
+    packed = save(small, report, tmp_path / "compact.safetensors", example_inputs=x, compact=True, codec=codec)
+    # the same manifest, so the same digest of weights + manifest, as a dense save
+    assert read_manifest(packed)["sha256"] == read_manifest(dense)["sha256"]
+    loaded = load(lambda: make("mlp", seed=5)[0], packed)
+    _same_bits(loaded.state_dict(), small.state_dict())
+    _same_bits(load_tensors(packed), load_tensors(dense))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))
+    if "pruned" in name:  # else the tiny model's bytes are mostly manifest, and int codes barely compress
+        assert packed.stat().st_size < dense.stat().st_size
+
+
+def test_compact_is_much_smaller_for_a_pruned_model_and_stores_sparse_and_packed_forms(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+    small, report = jc.compress(model, PruneConfig(amount=0.9))
+    dense = save(small, report, tmp_path / "d.safetensors").stat().st_size
+    packed = save(small, report, tmp_path / "c.safetensors", compact=True).stat().st_size
+    # 10% of fp32 values + about one byte of index each: at least 5x smaller (measured about 7x)
+    assert dense / packed >= 5
+    blob, layout = encode(small.state_dict(), "none")
+    forms = {t["name"]: t for t in json.loads(layout)["tensors"]}
+    assert forms["0.weight"]["form"] in ("relidx", "bitmap") and forms["0.bias"]["form"] == "dense"
+    q, _ = jc.compress(model, WeightOnlyConfig(bits=4, group_size=32))
+    _, layout = encode(q.state_dict(), "none")
+    # int4 codes already two per byte in a uint8 tensor stay 8 bits; int8 codes in [-7, 7] take 4 bits
+    q8, _ = jc.compress(model, WeightOnlyConfig(bits=8, group_size=32))
+    codes = q8[0].qweight.clamp(-7, 7)
+    _, layout = encode({"c": codes}, "none")
+    assert json.loads(layout)["tensors"][0]["bits"] == 4
+
+
+def test_awkward_tensors_round_trip_bit_exactly():
+    torch.manual_seed(0)
+    w = torch.randn(300, 200)
+    w[torch.rand_like(w) < 0.99] = 0  # long zero runs: relative indices need fillers
+    idx = torch.randint(1, 32, (100, 70), dtype=torch.uint8)
+    idx[torch.rand(100, 70) < 0.9] = 0
+    tensors = {"sparse": w, "neg0_nan": torch.tensor([-0.0, float("nan"), 0.0, 1e-45]),
+               "bf16": torch.randn(33).bfloat16(), "fp16": torch.randn(7).half(), "f64": torch.randn(3).double(),
+               "i64": torch.tensor([2 ** 62, -(2 ** 62)]), "count": torch.tensor(7), "bool": torch.rand(99) > 0.5,
+               "empty": torch.zeros(0, 4), "zeros": torch.zeros(1000), "idx": idx,
+               "i32": torch.randint(-5, 5, (50,), dtype=torch.int32), "i16": torch.tensor([1, 0, 0, -3], dtype=torch.int16)}
+    for codec in ("zstd", "lz4", "none"):
+        blob, layout = encode(tensors, codec)
+        _same_bits(decode(blob, layout, "x"), tensors)
+    forms = {t["name"]: t for t in json.loads(layout)["tensors"]}
+    assert forms["sparse"]["form"] == "relidx" and forms["zeros"]["nbytes"] == 0
+    assert forms["idx"]["bits"] == 5  # 5-bit cluster indices take 5 bits
+
+
+def _rewrite(path, out, edit):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta, tensors)
+    save_file(tensors, str(out), metadata=meta)
+    return out
+
+
+def _layout_edit(change):
+    def edit(meta, tensors):
+        layout = json.loads(meta["jupyter_compress.compact"])
+        change(layout)
+        meta["jupyter_compress.compact"] = json.dumps(layout)
+    return edit
+
+
+def _set(key, value, index=None):
+    def change(layout):
+        (layout["tensors"][index] if index is not None else layout)[key] = value
+    return change
+
+
+EDITS = {
+    "huge shape": _layout_edit(_set("shape", [1 << 40, 1 << 8], 0)),
+    "huge dense total": _layout_edit(_set("dense_bytes", 1 << 49)),
+    "raw larger than dense": _layout_edit(_set("raw_bytes", 1 << 49)),
+    "unknown codec": _layout_edit(_set("codec", "pickle")),
+    "unknown dtype": _layout_edit(_set("dtype", "object", 0)),
+    "unknown form": _layout_edit(_set("form", "eval", 0)),
+    "bad offset": _layout_edit(_set("offset", 3, 1)),
+    "bad bits": _layout_edit(_set("bits", 99, 0)),
+    "not json": lambda meta, tensors: meta.__setitem__("jupyter_compress.compact", "{nope"),
+    "flipped payload": lambda meta, tensors: tensors["__jupyter_compress_compact__"].__setitem__(-9, 1),
+    "truncated payload": lambda meta, tensors: tensors.__setitem__(
+        "__jupyter_compress_compact__", tensors["__jupyter_compress_compact__"][:-20].clone()),
+    "extra tensor": lambda meta, tensors: tensors.__setitem__("evil", torch.zeros(3)),
+}
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("edit", EDITS)
+def test_damaged_compact_files_fail_in_one_line(tmp_path, edit, codec):
+    model, x = make("mlp")
+    small, report = jc.compress(model, PruneConfig(amount=0.9))
+    path = save(small, report, tmp_path / "c.safetensors", compact=True, codec=codec)
+    bad = _rewrite(path, tmp_path / "bad.safetensors", EDITS[edit])
+    with pytest.raises(jc.CompressError) as info:
+        load(lambda: make("mlp")[0], bad)
+    assert "\n" not in str(info.value) and "bad.safetensors" in str(info.value)
+
+
+def test_a_payload_bigger_than_memory_is_refused_before_allocation(tmp_path, monkeypatch):
+    model, _ = make("mlp")
+    path = save(model, jc.Plan.of(PruneConfig(amount=0.5)), tmp_path / "c.safetensors", compact=True)
+    monkeypatch.setattr(compact_mod, "_memory_bytes", lambda: 1000)
+    with pytest.raises(jc.CompressError, match="more than this machine's 1000 bytes of memory"):
+        load_tensors(path)
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    model, _ = make("mlp")
+    with pytest.raises(jc.CompressError, match="codec must be one of .* got 'gzip'"):
+        save(model, jc.Plan.of(PruneConfig(amount=0.5)), tmp_path / "c.safetensors", compact=True, codec="gzip")
+    with pytest.raises(jc.CompressError, match="compact must be True or False; got 'yes'"):
+        save(model, jc.Plan.of(PruneConfig(amount=0.5)), tmp_path / "c.safetensors", compact="yes")
+    assert not (tmp_path / "c.safetensors").exists()
+
+
+@pytest.mark.parametrize("codec", [None, "lz4"])
+def test_cli_run_compact_writes_a_compact_artifact_with_the_dense_weights(tmp_path, codec, capsys):
+    from safetensors import safe_open
+
+    from jupyter_compress.__main__ import main
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("steps:\n- {method: prune, amount: 0.9}\n")
+    common = ["run", str(plan), "--model", "cli_models:cnn", "--example", "cli_models:cnn_example", "--json"]
+    assert main([*common, "--out", str(tmp_path / "dense")]) == 0
+    assert main([*common, "--out", str(tmp_path / "compact"), "--compact", *([codec] if codec else [])]) == 0
+    capsys.readouterr()
+    with safe_open(str(tmp_path / "compact" / "model.safetensors"), framework="pt") as f:
+        layout = json.loads(f.metadata()["jupyter_compress.compact"])
+    assert layout["codec"] == (codec or "zstd")
+    _same_bits(load_tensors(tmp_path / "compact"), load_tensors(tmp_path / "dense"))
+    assert main([*common, "--out", str(tmp_path / "x"), "--compact", "gzip"]) == 2
