@@ -34,6 +34,7 @@ from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, 
 from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import (
     AWQConfig,
+    ClusterConfig,
     DynamicQuantConfig,
     GPTQConfig,
     HalfConfig,
@@ -86,6 +87,7 @@ __all__ = [
     "WeightOnlyConfig",
     "GPTQConfig",
     "AWQConfig",
+    "ClusterConfig",
     "SmoothQuantConfig",
     "HalfConfig",
     "QATConfig",

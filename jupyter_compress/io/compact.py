@@ -44,11 +44,13 @@ _CHUNK = 1 << 20  # elements bit-packed at a time (a multiple of 8: chunks end o
 _ZSTD_LEVEL = 19  # payloads up to _ZSTD_BIG bytes; bigger ones at _ZSTD_LEVEL_BIG (level 19 takes ~1 s/MB)
 _ZSTD_BIG, _ZSTD_LEVEL_BIG = 8_000_000, 9
 
-_DTYPES: dict[str, tuple[torch.dtype, str | None]] = {  # name -> (torch dtype, numpy integer view or None)
-    "float32": (torch.float32, None), "float64": (torch.float64, None), "float16": (torch.float16, None),
-    "bfloat16": (torch.bfloat16, None), "int8": (torch.int8, "<i1"), "uint8": (torch.uint8, "<u1"),
-    "int16": (torch.int16, "<i2"), "int32": (torch.int32, "<i4"), "int64": (torch.int64, "<i8"),
-    "bool": (torch.bool, "<u1"),
+# the dtypes stored, each with the numpy integer view its values are packed through (None: a float, stored as is);
+# named in files by torch's own name (str(dtype) without 'torch.')
+_DTYPES: dict[str, tuple[torch.dtype, str | None]] = {
+    str(dtype).removeprefix("torch."): (dtype, view) for dtype, view in (
+        (torch.float32, None), (torch.float64, None), (torch.float16, None), (torch.bfloat16, None),
+        (torch.int8, "<i1"), (torch.uint8, "<u1"), (torch.int16, "<i2"), (torch.int32, "<i4"),
+        (torch.int64, "<i8"), (torch.bool, "<u1"))
 }
 _NAMES = {dtype: name for name, (dtype, _) in _DTYPES.items()}
 
