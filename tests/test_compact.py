@@ -13,7 +13,7 @@ import jupyter_compress as jc
 from jupyter_compress.io import compact as compact_mod
 from jupyter_compress.io import load, read_manifest, save
 from jupyter_compress.io.artifact import load_tensors
-from jupyter_compress.io.compact import decode, encode
+from jupyter_compress.io.compact import _decompress, decode, encode, tensor_forms
 from jupyter_compress.methods import PruneConfig, WeightOnlyConfig
 
 PLANS = {
@@ -57,16 +57,12 @@ def test_compact_is_much_smaller_for_a_pruned_model_and_stores_sparse_and_packed
     packed = save(small, report, tmp_path / "c.safetensors", compact=True).stat().st_size
     # 10% of fp32 values + about one byte of index each: at least 5x smaller (measured about 7x)
     assert dense / packed >= 5
-    blob, layout = encode(small.state_dict(), "none")
-    forms = {t["name"]: t for t in json.loads(layout)["tensors"]}
+    forms = tensor_forms(*encode(small.state_dict(), "none"))
     assert forms["0.weight"]["form"] in ("relidx", "bitmap") and forms["0.bias"]["form"] == "dense"
-    q, _ = jc.compress(model, WeightOnlyConfig(bits=4, group_size=32))
-    _, layout = encode(q.state_dict(), "none")
-    # int4 codes already two per byte in a uint8 tensor stay 8 bits; int8 codes in [-7, 7] take 4 bits
+    # int8 codes in [-7, 7] take 4 bits
     q8, _ = jc.compress(model, WeightOnlyConfig(bits=8, group_size=32))
     codes = q8[0].qweight.clamp(-7, 7)
-    _, layout = encode({"c": codes}, "none")
-    assert json.loads(layout)["tensors"][0]["bits"] == 4
+    assert tensor_forms(*encode({"c": codes}, "zstd"))["c"]["bits"] == 4
 
 
 def test_awkward_tensors_round_trip_bit_exactly():
@@ -81,9 +77,9 @@ def test_awkward_tensors_round_trip_bit_exactly():
                "empty": torch.zeros(0, 4), "zeros": torch.zeros(1000), "idx": idx,
                "i32": torch.randint(-5, 5, (50,), dtype=torch.int32), "i16": torch.tensor([1, 0, 0, -3], dtype=torch.int16)}
     for codec in ("zstd", "lz4", "none"):
-        blob, layout = encode(tensors, codec)
-        _same_bits(decode(blob, layout, "x"), tensors)
-    forms = {t["name"]: t for t in json.loads(layout)["tensors"]}
+        blob, header = encode(tensors, codec)
+        _same_bits(decode(blob, header, "x"), tensors)
+    forms = tensor_forms(blob, header)
     assert forms["sparse"]["form"] == "relidx" and forms["zeros"]["nbytes"] == 0
     assert forms["idx"]["bits"] == 5  # 5-bit cluster indices take 5 bits
 
@@ -100,34 +96,49 @@ def _rewrite(path, out, edit):
     return out
 
 
-def _layout_edit(change):
+KEY, PAYLOAD = "jupyter_compress.compact", "__jupyter_compress_compact__"
+
+
+def _header_edit(key, value):
     def edit(meta, tensors):
-        layout = json.loads(meta["jupyter_compress.compact"])
-        change(layout)
-        meta["jupyter_compress.compact"] = json.dumps(layout)
+        header = json.loads(meta[KEY])
+        header[key] = value
+        meta[KEY] = json.dumps(header)
     return edit
 
 
-def _set(key, value, index=None):
-    def change(layout):
-        (layout["tensors"][index] if index is not None else layout)[key] = value
-    return change
+def _table_edit(key, value, index):
+    """Change the table inside the payload (decompressed; written back with codec 'none')."""
+    def edit(meta, tensors):
+        header = json.loads(meta[KEY])
+        raw = _decompress(tensors[PAYLOAD].numpy(), header["codec"], header["raw_bytes"], ValueError)
+        table = json.loads(raw[:header["table_bytes"]].tobytes())
+        table[index][key] = value
+        text = json.dumps(table).encode()
+        new = text + raw[header["table_bytes"]:].tobytes()
+        header.update(codec="none", raw_bytes=len(new), table_bytes=len(text))
+        meta[KEY] = json.dumps(header)
+        tensors[PAYLOAD] = torch.frombuffer(bytearray(new), dtype=torch.uint8)
+    return edit
 
 
 EDITS = {
-    "huge shape": _layout_edit(_set("shape", [1 << 40, 1 << 8], 0)),
-    "huge dense total": _layout_edit(_set("dense_bytes", 1 << 49)),
-    "raw larger than dense": _layout_edit(_set("raw_bytes", 1 << 49)),
-    "unknown codec": _layout_edit(_set("codec", "pickle")),
-    "unknown dtype": _layout_edit(_set("dtype", "object", 0)),
-    "unknown form": _layout_edit(_set("form", "eval", 0)),
-    "bad offset": _layout_edit(_set("offset", 3, 1)),
-    "bad bits": _layout_edit(_set("bits", 99, 0)),
-    "not json": lambda meta, tensors: meta.__setitem__("jupyter_compress.compact", "{nope"),
-    "flipped payload": lambda meta, tensors: tensors["__jupyter_compress_compact__"].__setitem__(-9, 1),
-    "truncated payload": lambda meta, tensors: tensors.__setitem__(
-        "__jupyter_compress_compact__", tensors["__jupyter_compress_compact__"][:-20].clone()),
+    "huge shape": _table_edit("shape", [1 << 40, 1 << 8], 0),
+    "huge dense total": _header_edit("dense_bytes", 1 << 49),
+    "raw larger than dense": _header_edit("raw_bytes", 1 << 49),
+    "table larger than raw": _header_edit("table_bytes", 1 << 20),
+    "unknown codec": _header_edit("codec", "pickle"),
+    "unknown dtype": _table_edit("dtype", "object", 0),
+    "unknown form": _table_edit("form", "eval", 0),
+    "bad offset": _table_edit("offset", 3, 1),
+    "bad bits": _table_edit("bits", 99, 0),
+    "bad count": _table_edit("count", 10 ** 9, 1),
+    "not json": lambda meta, tensors: meta.__setitem__(KEY, "{nope"),
+    "flipped payload": lambda meta, tensors: tensors[PAYLOAD].__setitem__(-9, 1),
+    "truncated payload": lambda meta, tensors: tensors.__setitem__(PAYLOAD, tensors[PAYLOAD][:-20].clone()),
     "extra tensor": lambda meta, tensors: tensors.__setitem__("evil", torch.zeros(3)),
+    "a changed value": lambda meta, tensors: (_table_edit("form", "dense", 0)(meta, tensors),  # no-op, uncoded
+                                              tensors[PAYLOAD].__setitem__(-1, tensors[PAYLOAD][-1] ^ 1)),
 }
 
 
@@ -141,6 +152,8 @@ def test_damaged_compact_files_fail_in_one_line(tmp_path, edit, codec):
     with pytest.raises(jc.CompressError) as info:
         load(lambda: make("mlp")[0], bad)
     assert "\n" not in str(info.value) and "bad.safetensors" in str(info.value)
+    if edit == "a changed value":  # decodes fine: the digest catches it
+        assert "do not match the digest" in str(info.value)
 
 
 def test_a_payload_bigger_than_memory_is_refused_before_allocation(tmp_path, monkeypatch):

@@ -15,11 +15,14 @@ values are stored byte-plane by byte-plane (all first bytes, then all second byt
 compresses better than interleaved floats. The sections of all tensors are concatenated and the whole
 payload goes through one codec: zstd (default: smallest), lz4 (fastest to load) or none.
 
-The result is one uint8 tensor for safetensors and a JSON layout describing every tensor (name, dtype,
-shape, form, bit widths, byte offsets). A file is untrusted input: :func:`decode` checks the layout field by
-field, that the sections tile the payload exactly, that the decoded sizes add up to the declared total and
-that it fits this machine's memory, and the codec's declared output size, all before allocating; a bad
-file is a one-line :class:`~jupyter_compress.errors.CompressError`. Nothing in a file names code.
+The result is one uint8 tensor for safetensors and a small JSON header for its metadata (format, codec, the
+payload's size decompressed, the size of its table, the tensors' dense size). The decompressed payload starts
+with the table, JSON describing every tensor (name, dtype, shape, form, bit widths, byte offsets), coded with
+the rest: on a LeNet it is a tenth of the weights' bytes. A file is untrusted input: :func:`decode` checks the
+header (sizes bounded, the dense total within this machine's memory) and the codec's declared output size
+before decompressing, then the table field by field: the sections tile the payload exactly and the tensors
+add up to the declared total, before any tensor is allocated; a bad file is a one-line
+:class:`~jupyter_compress.errors.CompressError`. Nothing in a file names code.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def _encode_tensor(t: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
 
 
 def encode(tensors: dict[str, torch.Tensor], codec: str = "zstd") -> tuple[torch.Tensor, str]:
-    """(the payload as a uint8 tensor, its JSON layout) for ``tensors`` (name -> CPU tensor)."""
+    """(the payload as a uint8 tensor, its JSON header) for ``tensors`` (name -> CPU tensor)."""
     if codec not in CODECS:
         raise CompressError(f"codec must be one of {', '.join(map(repr, CODECS))}; got {shown(codec, 40)}. Use "
                             f"'zstd' (smallest) or 'lz4' (fastest to load).")
@@ -195,7 +198,8 @@ def encode(tensors: dict[str, torch.Tensor], codec: str = "zstd") -> tuple[torch
         layout.append(info)
         offset += len(data)
         dense += t.numel() * t.element_size()
-    raw = b"".join(sections)
+    table = json.dumps(layout, separators=(",", ":")).encode()
+    raw = table + b"".join(sections)  # the table goes through the codec too: it is a tenth of a small model
     if codec == "zstd":
         import zstandard
 
@@ -207,15 +211,21 @@ def encode(tensors: dict[str, torch.Tensor], codec: str = "zstd") -> tuple[torch
         blob = lz4.frame.compress(raw, compression_level=lz4.frame.COMPRESSIONLEVEL_MINHC, store_size=True)
     else:
         blob = raw
-    meta = {"format": COMPACT_FORMAT, "codec": codec, "raw_bytes": len(raw), "dense_bytes": dense,
-            "tensors": layout}
+    meta = {"format": COMPACT_FORMAT, "codec": codec, "raw_bytes": len(raw), "table_bytes": len(table),
+            "dense_bytes": dense}
     payload = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8)
     return payload, json.dumps(meta, separators=(",", ":"))
 
 
-def tensor_forms(layout_text: str) -> dict[str, str]:
-    """name -> the form each tensor was stored in ('dense', 'bitmap' or 'relidx'), from a layout."""
-    return {t["name"]: t["form"] for t in json.loads(layout_text)["tensors"]}
+def tensor_forms(blob: torch.Tensor, header: str) -> dict[str, dict[str, Any]]:
+    """name -> how each tensor is stored (form, bit widths, bytes), from a payload and its header."""
+    def bad(what: str) -> CompressError:
+        return CompressError(f"the compact payload is damaged ({what}).")
+
+    meta = _checked_header(header, bad)
+    raw = _decompress(blob.numpy(), meta["codec"], meta["raw_bytes"], bad)
+    return {t["name"]: {k: v for k, v in t.items() if not k.startswith("_")}
+            for t in _checked_table(raw, meta, bad)}
 
 
 # -- decoding (untrusted) ----------------------------------------------------------------------------------
@@ -230,22 +240,36 @@ def _int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _checked_layout(text: Any, bad) -> dict[str, Any]:
-    if not isinstance(text, str) or len(text) > _MAX_LAYOUT_CHARS:
-        raise bad("its layout is missing or too large")
+def _checked_header(text: Any, bad) -> dict[str, Any]:
+    """The header (format, codec, sizes) from the file's metadata, checked before anything is allocated."""
+    if not isinstance(text, str) or len(text) > 10_000:
+        raise bad("its header is missing or too large")
     try:
         meta = json.loads(text)
     except (ValueError, RecursionError):
-        raise bad("its layout is not JSON") from None
+        raise bad("its header is not JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != COMPACT_FORMAT:
-        raise bad(f"layout format {shown(meta.get('format') if isinstance(meta, dict) else meta, 40)}, "
-                  f"this version reads {COMPACT_FORMAT}")
+        raise bad(f"format {shown(meta.get('format') if isinstance(meta, dict) else meta, 40)}, this version "
+                  f"reads {COMPACT_FORMAT}")
     if meta.get("codec") not in CODECS:
         raise bad(f"codec {shown(meta.get('codec'), 40)}")
-    raw, dense = meta.get("raw_bytes"), meta.get("dense_bytes")
-    if not _int(raw, 0, 1 << 50) or not _int(dense, 0, 1 << 50) or raw > dense:
-        raise bad(f"raw size {shown(raw, 30)} / dense size {shown(dense, 30)}")
-    tensors = meta.get("tensors")
+    raw, table, dense = meta.get("raw_bytes"), meta.get("table_bytes"), meta.get("dense_bytes")
+    if not _int(dense, 0, 1 << 50) or not _int(table, 2, _MAX_LAYOUT_CHARS) or not _int(raw, table, dense + table):
+        raise bad(f"sizes raw {shown(raw, 30)}, table {shown(table, 30)}, dense {shown(dense, 30)}")
+    memory = _memory_bytes()
+    if memory is not None and dense + raw > memory:
+        raise bad(f"it declares {dense} bytes of tensors, more than this machine's {memory} bytes of memory")
+    return meta
+
+
+def _checked_table(raw: np.ndarray, meta: dict[str, Any], bad) -> list[dict[str, Any]]:
+    """The table of tensors at the start of the decompressed payload, checked field by field: the sections
+    tile the rest of the payload exactly and the tensors hold the header's dense bytes."""
+    dense = meta["dense_bytes"]
+    try:
+        tensors = json.loads(raw[:meta["table_bytes"]].tobytes())
+    except (ValueError, RecursionError):
+        raise bad("its table is not JSON") from None
     if not isinstance(tensors, list):
         raise bad("no tensor list")
     names, offset, total = set(), 0, 0
@@ -293,12 +317,10 @@ def _checked_layout(text: Any, bad) -> dict[str, Any]:
                       f", expected {offset} and {expected}")
         offset += expected
         info.update(_numel=numel, _itemsize=itemsize, _head=head, _count=count)
-    if offset != raw or total != dense:
-        raise bad(f"its sections hold {offset} bytes and {total} tensor bytes, the layout says {raw} and {dense}")
-    memory = _memory_bytes()
-    if memory is not None and dense > memory:
-        raise bad(f"it declares {dense} bytes of tensors, more than this machine's {memory} bytes of memory")
-    return meta
+    if offset != meta["raw_bytes"] - meta["table_bytes"] or total != dense:
+        raise bad(f"its sections hold {offset} bytes and {total} tensor bytes, the header says "
+                  f"{meta['raw_bytes'] - meta['table_bytes']} and {dense}")
+    return tensors
 
 
 def _decompress(blob: np.ndarray, codec: str, raw: int, bad) -> np.ndarray:
@@ -371,17 +393,19 @@ def _decode_tensor(section: np.ndarray, info: dict[str, Any], bad) -> torch.Tens
     return raw.view(_DTYPES[info["dtype"]][0]).reshape(info["shape"])
 
 
-def decode(blob: torch.Tensor, layout_text: Any, where: str) -> dict[str, torch.Tensor]:
+def decode(blob: torch.Tensor, header: Any, where: str) -> dict[str, torch.Tensor]:
     """The tensors a compact payload holds; ``where`` names the file in error messages."""
     def bad(what: str) -> CompressError:
         return CompressError(f"{where}: the compact payload is damaged ({what}); save it again from the model.")
 
-    meta = _checked_layout(layout_text, bad)
+    meta = _checked_header(header, bad)
     if blob.dtype != torch.uint8 or blob.dim() != 1:
         raise bad(f"payload tensor {blob.dtype} {tuple(blob.shape)}, expected 1-D uint8")
     raw = _decompress(blob.numpy(), meta["codec"], meta["raw_bytes"], bad)
+    tensors = _checked_table(raw, meta, bad)
+    raw = raw[meta["table_bytes"]:]
     out = {}
-    for info in meta["tensors"]:
+    for info in tensors:
         section = raw[info["offset"]:info["offset"] + info["nbytes"]]
         out[info["name"]] = _decode_tensor(section, info, bad)
     return out
