@@ -230,6 +230,10 @@ def run_command(args) -> int:
     example = value_of(args.example, "example") if args.example else None
     _progress(f"compressing: {plan.describe()}")
     small, report = compress(model, plan, eval=evaluate, example_inputs=example, data=data, functions=functions)
+    if getattr(args, "compact", None) is not None:  # the report's size rows: memory, dense and compact files
+        from .io.artifact import record_artifact_sizes
+
+        record_artifact_sizes(report, model, small, codec=args.compact)
     crossed = check_thresholds(report, max_drop=max_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
     report.notes += [f"THRESHOLD CROSSED: {c}." for c in crossed]
     try:

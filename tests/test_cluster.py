@@ -108,3 +108,26 @@ def test_bad_bits_are_one_line_errors():
     assert _parse_bits("4") == 4
     with pytest.raises(jc.CompressError, match="--cluster 'x': bits must be an integer from 1 to 8"):
         _parse_bits("x")
+
+
+def test_the_deep_compression_plan_runs_as_one_cell_body_and_saves_compact(tmp_path):
+    """The README's %%compress body: prune (global), recover by distillation with the zeros kept, share."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    X, y = torch.rand(256, 1, 8, 8), torch.randint(0, 10, (256,))
+    plan = jc.Plan.from_yaml(
+        "steps:\n"
+        "- {method: prune, amount: 0.9, scope: global}\n"
+        "- {method: distill, epochs: 2}\n"
+        "- {method: quantize.cluster, bits: 4}\n")
+    small, report = jc.compress(model, plan, data=(X, y), example_inputs=X[:4])
+    layers = [m for m in small.modules() if isinstance(m, ClusteredLayer)]
+    assert len(layers) == 2 and all(m.bits == 4 for m in layers)
+    kept = sum(int(torch.count_nonzero(m.dense_weight())) for m in layers)
+    assert kept <= 0.1 * (64 * 128 + 128 * 10) + 1  # distillation kept the zeros, sharing kept them too
+    dense = save(small, report, tmp_path / "d.safetensors", example_inputs=X[:4])
+    packed = save(small, report, tmp_path / "c.safetensors", example_inputs=X[:4], compact=True)
+    # dense: fp32 biases + uint8 indices; compact: ~10% of the indices at 4 bits + relative indices, coded
+    assert dense.stat().st_size / packed.stat().st_size > 2
+    loaded = load(lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)), packed)
+    assert jc.state_dict_hash(loaded) == jc.state_dict_hash(small)

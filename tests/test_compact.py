@@ -188,5 +188,24 @@ def test_cli_run_compact_writes_a_compact_artifact_with_the_dense_weights(tmp_pa
     with safe_open(str(tmp_path / "compact" / "model.safetensors"), framework="pt") as f:
         layout = json.loads(f.metadata()["jupyter_compress.compact"])
     assert layout["codec"] == (codec or "zstd")
+    metrics = json.loads((tmp_path / "compact" / "report.json").read_text())["metrics_after"]
+    assert 0 < metrics["disk_compact_bytes"] < metrics["disk_artifact_bytes"]  # measured, in the report
     _same_bits(load_tensors(tmp_path / "compact"), load_tensors(tmp_path / "dense"))
     assert main([*common, "--out", str(tmp_path / "x"), "--compact", "gzip"]) == 2
+
+
+def test_the_report_gets_measured_artifact_sizes(tmp_path):
+    from jupyter_compress.io.artifact import artifact_sizes, record_artifact_sizes
+
+    model = torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 16))
+    small, report = jc.compress(model, PruneConfig(amount=0.9))
+    record_artifact_sizes(report, model, small)
+    sizes = artifact_sizes(small, report)
+    dense_file = save(small, report, tmp_path / "d.safetensors").stat().st_size
+    # the same bytes as a real save (the report saved here holds the sizes: a few dozen bytes more)
+    assert abs(sizes["disk_artifact_bytes"] - dense_file) < 200
+    after, before = report.metrics_after, report.metrics_before
+    assert before["disk_artifact_bytes"] > 4 * 128 * 144  # fp32 weights and the file's header
+    assert after["disk_compact_bytes"] * 4 < after["disk_artifact_bytes"]
+    text = report.to_text()
+    assert "disk_artifact_bytes" in text and "disk_compact_bytes" in text and "bytes in memory" in text

@@ -33,7 +33,8 @@ from ..errors import CompressError, SchemaVersionError, shown
 from .compact import CODECS, decode, encode
 from .inputs import input_spec, synth_inputs
 
-__all__ = ["ARTIFACT_SCHEMA", "save", "load", "load_tensors", "read_manifest"]
+__all__ = ["ARTIFACT_SCHEMA", "save", "load", "load_tensors", "read_manifest", "artifact_sizes",
+           "record_artifact_sizes"]
 
 ARTIFACT_SCHEMA = 2  # 2: the digest covers the manifest too
 _KEY = "jupyter_compress"
@@ -173,6 +174,27 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def artifact_sizes(model: nn.Module, report_or_plan: Report | Plan | Any = None, *, codec: str = "zstd"
+                   ) -> dict[str, int]:
+    """Bytes of ``model``'s dense artifact and of its compact one (``codec``), measured: both are written to a
+    temporary folder by :func:`save` (with ``report_or_plan``'s manifest; an empty plan when None) and removed.
+    Keys ``disk_artifact_bytes`` and ``disk_compact_bytes``, as report metrics."""
+    plan = Plan.of() if report_or_plan is None else report_or_plan
+    with tempfile.TemporaryDirectory() as folder:
+        dense = save(model, plan, Path(folder) / "dense.safetensors").stat().st_size
+        compact = save(model, plan, Path(folder) / "compact.safetensors", compact=True, codec=codec).stat().st_size
+    return {"disk_artifact_bytes": dense, "disk_compact_bytes": compact}
+
+
+def record_artifact_sizes(report: Report, model: nn.Module, small: nn.Module, *, codec: str = "zstd") -> Report:
+    """Add the measured artifact sizes to ``report``'s metrics: ``model``'s (the original, saved with an empty
+    plan) before, ``small``'s (with the report's plan) after; the summary then shows bytes in memory, in the
+    dense artifact and in the compact artifact, each measured. Returns ``report``."""
+    report.metrics_before.update(artifact_sizes(model, None, codec=codec))
+    report.metrics_after.update(artifact_sizes(small, report, codec=codec))
+    return report
 
 
 ARTIFACT_NAME = "model.safetensors"  # the file `jupyter-compress run --out FOLDER` writes in its folder
