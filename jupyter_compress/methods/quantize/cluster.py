@@ -32,7 +32,7 @@ from .._common import LINEAR_TYPES, LayerStandIn, hand_over, is_conv1d, layer_ro
 from ._common import held_count, output_error, sqnr_db, unsupported_note
 from .weight import _inputs
 
-__all__ = ["ClusterConfig", "ClusteredLayer", "kmeans_1d", "finetune_centroids"]
+__all__ = ["ClusterConfig", "ClusteredLayer", "SharedBiasClusteredLayer", "kmeans_1d", "finetune_centroids"]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -46,6 +46,9 @@ class ClusterConfig(MethodConfig):
     conv_bits: int = param(8, help="index bits for Conv layers (Han et al.: 8)", check=Interval(1, 8, integer=True))
     iterations: int = param(50, help="k-means iterations at most (it stops once no weight changes cluster)",
                             check=Interval(1, 1000, integer=True))
+    bias_bits: int = param(0, help="0: biases stay float (the paper shares weights only); 1-8: biases shared too, "
+                           "2^bias_bits values per layer (worth it where biases are a large share of the bytes left, "
+                           "e.g. a small pruned MLP)", check=Interval(0, 8, integer=True))
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +86,8 @@ class ClusteredLayer(LayerStandIn, nn.Module):
     (uint8, the weight's shape and layout) and ``codebook`` (2^bits float values; entry 0 is 0.0 where the
     layer had zeros) are buffers, with ``bias``. Computes with the decoded weight."""
 
+    shares_bias = False
+
     def __init__(self, layer: nn.Module, indices: torch.Tensor, codebook: torch.Tensor, bits: int):
         super().__init__()
         self._keep_layer(layer)
@@ -91,8 +96,9 @@ class ClusteredLayer(LayerStandIn, nn.Module):
         self.__dict__["_shell"] = _conv_shell(layer) if self.kind == "conv" else None
         self.register_buffer("indices", indices.to(torch.uint8).contiguous())
         self.register_buffer("codebook", codebook.detach().to(layer.weight.dtype).contiguous())
-        bias = getattr(layer, "bias", None)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        if not self.shares_bias:
+            bias = getattr(layer, "bias", None)
+            self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     def decoded_weight(self) -> torch.Tensor:
         """The weight in the replaced layer's own layout (a Conv1D's is (in, out))."""
@@ -105,7 +111,7 @@ class ClusteredLayer(LayerStandIn, nn.Module):
     def held_parameters(self, nonzero: bool = False) -> int:
         """The weight's elements (held as indices) and the bias; the codebook is overhead, like scales."""
         if not nonzero:
-            return self.indices.numel() + held_count((self.bias,), False)
+            return self.indices.numel() + (0 if self.bias is None else self.bias.numel())
         return int(torch.count_nonzero(self.decoded_weight())) + held_count((self.bias,), True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,20 +125,49 @@ class ClusteredLayer(LayerStandIn, nn.Module):
         return f"{self.kind}, weight {tuple(self.indices.shape)} as {self.bits}-bit indices into {self.codebook.numel()} values"
 
 
-def cluster_layer(layer: nn.Module, bits: int, iterations: int) -> ClusteredLayer:
-    """``layer`` with its weight shared: k-means over its non-zero weights (zeros keep index 0 = 0.0)."""
-    w = layer.weight.detach()
+class SharedBiasClusteredLayer(ClusteredLayer):
+    """A :class:`ClusteredLayer` whose bias is shared too: ``bias_indices`` (uint8) into ``bias_codebook``;
+    ``bias`` reads the decoded bias."""
+
+    shares_bias = True
+
+    def __init__(self, layer: nn.Module, indices: torch.Tensor, codebook: torch.Tensor, bits: int,
+                 bias_indices: torch.Tensor, bias_codebook: torch.Tensor, bias_bits: int):
+        super().__init__(layer, indices, codebook, bits)
+        self.bias_bits = bias_bits
+        self.register_buffer("bias_indices", bias_indices.to(torch.uint8).contiguous())
+        self.register_buffer("bias_codebook", bias_codebook.detach().to(layer.bias.dtype).contiguous())
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.bias_codebook[self.bias_indices.long()]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bias as {self.bias_bits}-bit indices"
+
+
+def _shared(values: torch.Tensor, bits: int, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices shaped as ``values``, codebook of 2^bits) by k-means over the non-zero values; an exact zero
+    keeps index 0 = 0.0 where there are zeros."""
+    w = values.detach()
     k = 2 ** bits
     nonzero = w != 0
-    has_zero = bool((~nonzero).any())
-    if has_zero:  # index 0 is the exact zero; k - 1 shared values for the rest
+    if bool((~nonzero).any()):
         centroids, assign = kmeans_1d(w[nonzero], k - 1, iterations)
-        codebook = torch.cat([torch.zeros(1, dtype=torch.float64), centroids])
         indices = torch.zeros(w.shape, dtype=torch.long)
         indices[nonzero] = assign + 1
-    else:
-        codebook, assign = kmeans_1d(w, k, iterations)
-        indices = assign.reshape(w.shape)
+        return indices, torch.cat([torch.zeros(1, dtype=torch.float64), centroids])
+    codebook, assign = kmeans_1d(w, k, iterations)
+    return assign.reshape(w.shape), codebook
+
+
+def cluster_layer(layer: nn.Module, bits: int, iterations: int, bias_bits: int = 0) -> ClusteredLayer:
+    """``layer`` with its weight shared: k-means over its non-zero weights (zeros keep index 0 = 0.0); with
+    ``bias_bits`` (and a bias) its bias shared too."""
+    indices, codebook = _shared(layer.weight, bits, iterations)
+    if bias_bits and getattr(layer, "bias", None) is not None:
+        return SharedBiasClusteredLayer(layer, indices, codebook, bits, *_shared(layer.bias, bias_bits, iterations),
+                                        bias_bits)
     return ClusteredLayer(layer, indices, codebook, bits)
 
 
@@ -174,10 +209,11 @@ def apply_cluster(model: nn.Module, names: list[str], config: ClusterConfig, ctx
             rows.append(layer_row(name, "quantize.cluster", old, None, skipped=f"weight is {old.weight.dtype}"))
             continue
         bits = config.conv_bits if isinstance(old, CONV_TYPES) else config.bits
-        new = cluster_layer(old, bits, config.iterations)
+        new = cluster_layer(old, bits, config.iterations, config.bias_bits)
         err = output_error(old, new, inputs.get(name, []))
         rows.append(layer_row(name, "quantize.cluster", old, new, error=err, error_kind="rel_output_error",
                               detail={"bits": bits, "shared_values": int(new.codebook.numel()),
+                                      **({"bias_bits": new.bias_bits} if new.shares_bias else {}),
                                       "sqnr_db": round(sqnr_db(old.weight, new.decoded_weight()), 2)}))
         hand_over(ctx, replacements, name, new)
     notes = ["Weight sharing: each layer computes with its decoded weight (codebook[indices]): smaller on disk "
