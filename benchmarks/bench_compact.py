@@ -82,7 +82,7 @@ def masked_fine_tune(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, epoc
                 optimizer.step()
                 with torch.no_grad():
                     for w, mask in masks:
-                        w.mul_(mask)
+                        w.masked_fill_(~mask, 0)  # +0.0: a multiplication by the mask would leave -0.0
     return model.eval()
 
 

@@ -209,3 +209,22 @@ def test_the_report_gets_measured_artifact_sizes(tmp_path):
     assert after["disk_compact_bytes"] * 4 < after["disk_artifact_bytes"]
     text = report.to_text()
     assert "disk_artifact_bytes" in text and "disk_compact_bytes" in text and "bytes in memory" in text
+
+
+def test_gradual_pruning_and_distillation_leave_positive_zeros():
+    """Masks are re-applied with masked_fill_: multiplying by the mask would leave -0.0 for negative weights,
+    which a compact artifact must store as values (bit-exact), not as the zeros it skips."""
+    model, _ = make("mlp")
+
+    def shift(m, step):  # a "fine-tune" that makes every weight negative before the masks are re-applied
+        with torch.no_grad():
+            for p in m.parameters():
+                p.sub_(10.0)
+
+    pruned, _ = jc.prune_gradually(model, PruneConfig(amount=0.9), steps=2, fine_tune=shift)
+    weights = [m.weight for m in pruned.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(int((w == 0).sum()) > 0.85 * w.numel() for w in weights)
+    assert not any(torch.signbit(w[w == 0]).any() for w in weights)
+    blob, header = encode(pruned.state_dict(), "none")
+    dense = sum(w.numel() * 4 for w in weights)
+    assert blob.numel() < 0.25 * dense  # 10% of the values plus small gaps

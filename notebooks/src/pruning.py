@@ -142,7 +142,7 @@ class LeNet300(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x.flatten(1))))))
 
 
-def masked_fine_tune(m, epochs=5, lr=1e-3):
+def masked_fine_tune(m, epochs=10, lr=1e-3):
     masks = [(layer.weight, layer.weight.detach() != 0) for layer in m.modules() if isinstance(layer, nn.Linear)]
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     m.train()
@@ -154,7 +154,7 @@ def masked_fine_tune(m, epochs=5, lr=1e-3):
             opt.step()
             with torch.no_grad():
                 for w, keep in masks:
-                    w.mul_(keep)
+                    w.masked_fill_(~keep, 0)  # +0.0 (w * 0 would leave -0.0, which is stored as a value)
     m.eval()
 
 
@@ -182,7 +182,8 @@ for k, v in sizes.items():
 # %% [markdown]
 # The stacked bar splits the dense file into what each stage removed and what is left (as the paper's
 # figure does with its compression ratios): pruning removes most of the bytes, sharing most of the rest,
-# coding a last slice.
+# coding a last slice. `python -m benchmarks --only compact` runs the longer recipe (3 seeds, more
+# fine-tuning, biases shared too): LeNet-300-100 and LeNet-5 both end more than 35x smaller on disk.
 
 # %%
 from bokeh.io import output_notebook, show
