@@ -228,3 +228,16 @@ def test_gradual_pruning_and_distillation_leave_positive_zeros():
     blob, header = encode(pruned.state_dict(), "none")
     dense = sum(w.numel() * 4 for w in weights)
     assert blob.numel() < 0.25 * dense  # 10% of the values plus small gaps
+
+
+@pytest.mark.parametrize("width", [1, 3, 4, 5, 7, 8, 11, 33])
+def test_bit_packing_round_trips_across_chunks(width, monkeypatch):
+    import numpy as np
+
+    from jupyter_compress.io import _bits
+
+    monkeypatch.setattr(_bits, "CHUNK", 16)  # many chunks, and a last one that ends mid-byte
+    values = np.random.default_rng(width).integers(0, 2 ** width, size=203, dtype=np.uint64)
+    packed = _bits.pack(values, width)
+    assert len(packed) == _bits.packed_bytes(203, width) == (203 * width + 7) // 8
+    assert np.array_equal(_bits.unpack(np.frombuffer(packed, dtype=np.uint8), 203, width), values)

@@ -35,6 +35,9 @@ import numpy as np
 import torch
 
 from ..errors import CompressError, shown
+from ._bits import pack as _pack
+from ._bits import packed_bytes as _packed_bytes
+from ._bits import unpack as _unpack
 
 __all__ = ["CODECS", "COMPACT_FORMAT", "encode", "decode", "tensor_forms"]
 
@@ -43,7 +46,6 @@ CODECS = ("zstd", "lz4", "none")
 _MAX_LAYOUT_CHARS = 64_000_000
 _MAX_NAME = 1000
 _MAX_DIMS = 16
-_CHUNK = 1 << 20  # elements bit-packed at a time (a multiple of 8: chunks end on byte boundaries)
 _ZSTD_LEVEL = 19  # payloads up to _ZSTD_BIG bytes; bigger ones at _ZSTD_LEVEL_BIG (level 19 takes ~1 s/MB)
 _ZSTD_BIG, _ZSTD_LEVEL_BIG = 8_000_000, 9
 
@@ -56,41 +58,6 @@ _DTYPES: dict[str, tuple[torch.dtype, str | None]] = {
         (torch.int64, "<i8"), (torch.bool, "<u1"))
 }
 _NAMES = {dtype: name for name, (dtype, _) in _DTYPES.items()}
-
-
-# -- bit packing -------------------------------------------------------------------------------------------
-def _pack(values: np.ndarray, width: int) -> bytes:
-    """``values`` (unsigned, each < 2^width) at ``width`` bits each, little-endian bit order."""
-    if width == 0 or values.size == 0:
-        return b""
-    if width == 8:
-        return values.astype(np.uint8).tobytes()
-    shifts = np.arange(width, dtype=np.uint64)
-    parts = []
-    for start in range(0, values.size, _CHUNK):
-        bits = ((values[start:start + _CHUNK].astype(np.uint64)[:, None] >> shifts) & 1).astype(np.uint8)
-        parts.append(np.packbits(bits.reshape(-1), bitorder="little").tobytes())
-    return b"".join(parts)
-
-
-def _unpack(buf: np.ndarray, count: int, width: int) -> np.ndarray:
-    """The ``count`` unsigned values of ``width`` bits in ``buf`` (uint8), as uint64."""
-    if width == 0 or count == 0:
-        return np.zeros(count, dtype=np.uint64)
-    if width == 8:
-        return buf[:count].astype(np.uint64)
-    out = np.empty(count, dtype=np.uint64)
-    shifts = np.arange(width, dtype=np.uint64)
-    for start in range(0, count, _CHUNK):
-        n = min(_CHUNK, count - start)
-        first = start * width // 8
-        bits = np.unpackbits(buf[first:first + (n * width + 7) // 8], bitorder="little", count=n * width)
-        out[start:start + n] = (bits.reshape(n, width).astype(np.uint64) << shifts).sum(axis=1)
-    return out
-
-
-def _packed_bytes(count: int, width: int) -> int:
-    return (count * width + 7) // 8
 
 
 # -- values ------------------------------------------------------------------------------------------------
