@@ -10,6 +10,7 @@ import traceback
 
 from . import (
     bench_codecs,
+    bench_compact,
     bench_decompose,
     bench_digits,
     bench_distill,
@@ -33,7 +34,7 @@ __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_t
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
             bench_quantize, bench_int4, bench_oneshot, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
-            bench_hf, bench_memory]
+            bench_hf, bench_memory, bench_compact]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 

@@ -34,6 +34,7 @@ from .methods.decompose import CPConfig, LayerAnalysis, TTConfig, TuckerConfig, 
 from .methods.distill import DistillConfig, distill, make_student
 from .methods.quantize import (
     AWQConfig,
+    ClusterConfig,
     DynamicQuantConfig,
     EmbeddingQuantConfig,
     GPTQConfig,
@@ -88,6 +89,7 @@ __all__ = [
     "EmbeddingQuantConfig",
     "GPTQConfig",
     "AWQConfig",
+    "ClusterConfig",
     "SmoothQuantConfig",
     "HalfConfig",
     "QATConfig",

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-drop", help="largest allowed drop of the eval metric, e.g. 1%% or 0.01")
     r.add_argument("--max-latency-ms", help="largest allowed latency (needs --example)")
     r.add_argument("--max-size-mb", help="largest allowed model size in memory (MB)")
+    r.add_argument("--compact", nargs="?", const="zstd", choices=("zstd", "lz4"), metavar="CODEC",
+                   help="write model.safetensors compact: pruned tensors sparse, integer codes bit-packed, the "
+                        "payload through CODEC ('zstd', the default: smallest; 'lz4': fastest to load)")
     r.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     _debug_flag(r, argparse.SUPPRESS)
     rep = sub.add_parser("report", help="print the report of a 'run' output folder", epilog=EXIT_CODES_HELP,

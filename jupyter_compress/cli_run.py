@@ -230,11 +230,17 @@ def run_command(args) -> int:
     example = value_of(args.example, "example") if args.example else None
     _progress(f"compressing: {plan.describe()}")
     small, report = compress(model, plan, eval=evaluate, example_inputs=example, data=data, functions=functions)
+    if getattr(args, "compact", None) is not None:  # the report's size rows: memory, dense and compact files
+        from .io.artifact import record_artifact_sizes
+
+        record_artifact_sizes(report, model, small, codec=args.compact)
     crossed = check_thresholds(report, max_drop=max_drop, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb)
     report.notes += [f"THRESHOLD CROSSED: {c}." for c in crossed]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save(small, report, out / ARTIFACT_NAME, example_inputs=example, data=data)
+        codec = getattr(args, "compact", None)
+        save(small, report, out / ARTIFACT_NAME, example_inputs=example, data=data, compact=codec is not None,
+             codec=codec or "zstd")
         (out / "report.json").write_text(dumps(report.to_dict(), indent=2, default=str))
         (out / "report.html").write_text(report.to_html())
         (out / "plan.yaml").write_text(Plan.from_dict(report.plan).to_yaml())

@@ -30,12 +30,16 @@ from ..core.plan import Plan, current_versions
 from ..core.registry import get_method
 from ..core.report import Report
 from ..errors import CompressError, SchemaVersionError, shown
+from .compact import CODECS, decode, encode
 from .inputs import input_spec, synth_inputs
 
-__all__ = ["ARTIFACT_SCHEMA", "save", "load", "read_manifest"]
+__all__ = ["ARTIFACT_SCHEMA", "save", "load", "load_tensors", "read_manifest", "artifact_sizes",
+           "record_artifact_sizes"]
 
 ARTIFACT_SCHEMA = 2  # 2: the digest covers the manifest too
 _KEY = "jupyter_compress"
+_COMPACT_KEY = "jupyter_compress.compact"  # the layout of a compact payload (io/compact.py)
+_PAYLOAD = "__jupyter_compress_compact__"  # the one tensor of a compact artifact: its payload, uint8
 _MAX_MANIFEST_CHARS = 16_000_000  # a manifest holds a plan and a report: a few hundred KB for big models
 
 
@@ -121,11 +125,17 @@ def _replayable(report: Report) -> dict[str, Any]:
 
 
 def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.PathLike, *,
-         example_inputs: Any = None, data: Any = None) -> Path:
+         example_inputs: Any = None, data: Any = None, compact: bool = False, codec: str = "zstd") -> Path:
     """Write ``model``'s weights and the plan that made it to ``path`` (a ``.safetensors`` file).
 
     ``example_inputs`` (or only their shapes) are recorded so :func:`load` can re-trace the model;
     ``data`` is fingerprinted, not stored.
+
+    ``compact=True``: the weights are stored as small as they are (see :mod:`jupyter_compress.io.compact`):
+    each tensor dense, as a bitmap of its non-zeros or as relative indices, whichever is smallest, integer
+    codes (int8 / int4, cluster indices) at the bits their range needs, and the whole payload through
+    ``codec``: ``'zstd'`` (smallest) or ``'lz4'`` (fastest to load). Still one safetensors file with the same
+    manifest and digest as a dense save; :func:`load` reads either.
     """
     from safetensors.torch import save_file
 
@@ -133,6 +143,11 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
         report, plan = report_or_plan.to_dict(), _replayable(report_or_plan)
     else:
         report, plan = None, Plan.coerce(report_or_plan).to_dict()
+    if not isinstance(compact, bool):
+        raise CompressError(f"compact must be True or False; got {shown(compact, 40)}.")
+    if compact and codec not in CODECS:
+        raise CompressError(f"codec must be one of {', '.join(map(repr, CODECS))}; got {shown(codec, 40)}. Use "
+                            f"'zstd' (smallest) or 'lz4' (fastest to load).")
     tensors = _tensors(model)
     manifest = {
         "schema": ARTIFACT_SCHEMA, "plan": plan, "report": report, "versions": current_versions(),
@@ -147,7 +162,11 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={_KEY: dumps(manifest, default=str)})
+        metadata = {_KEY: dumps(manifest, default=str)}
+        if compact:
+            payload, metadata[_COMPACT_KEY] = encode(tensors, codec)
+            tensors = {_PAYLOAD: payload}
+        save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -155,6 +174,27 @@ def save(model: nn.Module, report_or_plan: Report | Plan | Any, path: str | os.P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def artifact_sizes(model: nn.Module, report_or_plan: Report | Plan | Any = None, *, codec: str = "zstd"
+                   ) -> dict[str, int]:
+    """Bytes of ``model``'s dense artifact and of its compact one (``codec``), measured: both are written to a
+    temporary folder by :func:`save` (with ``report_or_plan``'s manifest; an empty plan when None) and removed.
+    Keys ``disk_artifact_bytes`` and ``disk_compact_bytes``, as report metrics."""
+    plan = Plan.of() if report_or_plan is None else report_or_plan
+    with tempfile.TemporaryDirectory() as folder:
+        dense = save(model, plan, Path(folder) / "dense.safetensors").stat().st_size
+        compact = save(model, plan, Path(folder) / "compact.safetensors", compact=True, codec=codec).stat().st_size
+    return {"disk_artifact_bytes": dense, "disk_compact_bytes": compact}
+
+
+def record_artifact_sizes(report: Report, model: nn.Module, small: nn.Module, *, codec: str = "zstd") -> Report:
+    """Add the measured artifact sizes to ``report``'s metrics: ``model``'s (the original, saved with an empty
+    plan) before, ``small``'s (with the report's plan) after; the summary then shows bytes in memory, in the
+    dense artifact and in the compact artifact, each measured. Returns ``report``."""
+    report.metrics_before.update(artifact_sizes(model, None, codec=codec))
+    report.metrics_after.update(artifact_sizes(small, report, codec=codec))
+    return report
 
 
 ARTIFACT_NAME = "model.safetensors"  # the file `jupyter-compress run --out FOLDER` writes in its folder
@@ -227,6 +267,36 @@ def _parse_manifest(path: Path, text: Any) -> dict[str, Any]:
     return manifest
 
 
+def _checked_tensors(path: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The artifact's tensors (decoded when compact), checked against the manifest's digest."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            layout = (f.metadata() or {}).get(_COMPACT_KEY)
+            names = list(f.keys())
+            if layout is not None and names != [_PAYLOAD]:
+                raise CompressError(f"{path}: the compact artifact holds tensors {shown(names[:3], 80)} instead of "
+                                    f"its one payload; save it again from the model.")
+            tensors = {name: f.get_tensor(name) for name in names}
+    except CompressError:
+        raise
+    except Exception:
+        raise CompressError(f"{path}: the weights cannot be read (truncated or corrupt).") from None
+    if layout is not None:
+        tensors = decode(tensors[_PAYLOAD], layout, str(path))
+    if _manifest_digest(_digest(tensors), manifest) != manifest["sha256"]:
+        raise CompressError(f"{path}: the weights or the manifest do not match the digest recorded when saving "
+                            f"(the file was changed or damaged); save it again from the model.")
+    return tensors
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The saved state_dict of an artifact, dense or compact, checked against its digest (no model built)."""
+    path = artifact_file(path)
+    return _checked_tensors(path, read_manifest(path))
+
+
 def _resizable(model: nn.Module, key: str) -> bool:
     """A buffer whose size the saved file decides (an ONNX Runtime region's graph: its bytes depend on the
     export, not on the architecture), named in its module's ``resizable_buffers``."""
@@ -247,17 +317,9 @@ def load(model_factory: Callable[[], nn.Module] | nn.Module, path: str | os.Path
     ``--out`` folder of ``jupyter-compress run``). Any mismatch (digest, missing or extra keys, shapes), or no
     such file, raises a one-line CompressError and no model is returned half-loaded.
     """
-    from safetensors.torch import load_file
-
     path = artifact_file(path)
     manifest = read_manifest(path)
-    try:
-        tensors = load_file(str(path))
-    except Exception:
-        raise CompressError(f"{path}: the weights cannot be read (truncated or corrupt).") from None
-    if _manifest_digest(_digest(tensors), manifest) != manifest["sha256"]:
-        raise CompressError(f"{path}: the weights or the manifest do not match the digest recorded when saving "
-                            f"(the file was changed or damaged); save it again from the model.")
+    tensors = _checked_tensors(path, manifest)
     model = model_factory() if not isinstance(model_factory, nn.Module) else model_factory
     if not isinstance(model, nn.Module):
         raise CompressError(f"model_factory must return a torch.nn.Module; it returned a {type(model).__name__}.")

@@ -11,6 +11,7 @@ from .nm import NMConfig
 from .prune import PruneConfig
 from .quantize import (
     AWQConfig,
+    ClusterConfig,
     DynamicQuantConfig,
     EmbeddingQuantConfig,
     GPTQConfig,
@@ -28,4 +29,4 @@ from .wanda import WandaConfig
 __all__ = ["NMConfig", "PruneConfig", "SVDConfig", "StructuredPruneConfig", "TuckerConfig", "CPConfig", "TTConfig",
            "LayerAnalysis", "spectrum", "DistillConfig", "DynamicQuantConfig", "HalfConfig", "QATConfig",
            "StaticQuantConfig", "WeightOnlyConfig", "RuntimeConfig", "GPTQConfig", "SparseGPTConfig", "WandaConfig",
-           "AWQConfig", "SmoothQuantConfig", "EmbeddingQuantConfig"]
+           "AWQConfig", "SmoothQuantConfig", "EmbeddingQuantConfig", "ClusterConfig"]

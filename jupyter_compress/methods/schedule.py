@@ -95,7 +95,9 @@ def prune_gradually(
                 fine_tune(work, index)
             with torch.no_grad():
                 for n, keep in masks.items():
-                    work.get_submodule(n).weight.mul_(keep)
+                    # masked_fill_, not mul_: a multiplication leaves -0.0 for negative weights, which a compact
+                    # artifact must store as values (only +0.0 is stored as nothing)
+                    work.get_submodule(n).weight.masked_fill_(~keep, 0)
             work.eval()
         history.append({"step": index + 1, "cumulative_amount": cumulative[index],
                         **({} if eval is None else dict(eval(work)))})

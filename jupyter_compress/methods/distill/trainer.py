@@ -199,7 +199,7 @@ class _Run:
                         optimizer.step()
                         with torch.no_grad():
                             for p, keep in masks:
-                                p.mul_(keep)
+                                p.masked_fill_(~keep, 0)  # +0.0, not mul_'s -0.0 (see schedule.py)
                         step += 1
                         losses.append(float(value.detach()))
                         if bar is not None:

@@ -5,9 +5,10 @@ before int8.
 Importing this package registers them. onnxruntime is imported only when its route runs.
 """
 
-from . import awq, dynamic, embedding, gptq, qat, smoothquant, static, weight  # noqa: F401
+from . import awq, cluster, dynamic, embedding, gptq, qat, smoothquant, static, weight  # noqa: F401
 from ._common import BackendUnavailableError, CalibrationDataError
 from .awq import AWQConfig
+from .cluster import ClusterConfig, finetune_centroids
 from .dynamic import DynamicQuantConfig
 from .embedding import EmbeddingQuantConfig
 from .gptq import GPTQConfig
@@ -16,5 +17,6 @@ from .smoothquant import SmoothQuantConfig
 from .static import StaticQuantConfig
 from .weight import HalfConfig, WeightOnlyConfig
 
-__all__ = ["AWQConfig", "BackendUnavailableError", "CalibrationDataError", "DynamicQuantConfig", "EmbeddingQuantConfig", "GPTQConfig", "HalfConfig",
+__all__ = ["AWQConfig", "BackendUnavailableError", "CalibrationDataError", "ClusterConfig", "finetune_centroids", "DynamicQuantConfig",
+           "EmbeddingQuantConfig", "GPTQConfig", "HalfConfig",
            "QATConfig", "SmoothQuantConfig", "StaticQuantConfig", "WeightOnlyConfig"]
