@@ -59,7 +59,8 @@ def distill(
     lr: float = DistillConfig.lr,
     T: float = DistillConfig.T, alpha: float = DistillConfig.alpha, loss: str = "auto",
     features: dict | None = None, feature_weight: float = 1.0, output_weight: float = 1.0,
-    batch_size: int = 64, weight_decay: float = 0.0, keep_zeros: bool = True, val_data: Any = None,
+    batch_size: int = 64, weight_decay: float = 0.0, schedule: str = DistillConfig.schedule,
+    warmup: float = DistillConfig.warmup, keep_zeros: bool = True, val_data: Any = None,
     metric: str | Callable[[nn.Module], Any] | None = None, patience: int | None = DistillConfig.patience,
     min_delta: float = 0.0, seed: int = 0, inplace: bool = False, cache_teacher: bool = True,
     progress: bool = True, on_epoch: Callable[[list[dict]], Any] | None = None,
@@ -74,14 +75,16 @@ def distill(
     ``features={teacher layer: student layer}`` adds feature matching. ``val_data`` + ``metric`` ('accuracy', 'agreement', 'cosine', 'loss' or a
     callable ``metric(model) -> number``, higher is better) pick the best epoch. ``epochs`` is a cap:
     training stops when the validation metric (without ``val_data``: the mean training loss, by a relative
-    1e-3) has not improved for ``patience`` epochs (0 or None: never early).
+    1e-3) has not improved for ``patience`` epochs (0 or None: never early). ``schedule='linear'`` warms
+    the learning rate up over the first ``warmup`` fraction of all ``epochs``' steps, then decays it to 0.
     ``on_epoch(history)`` is called after each epoch and ``on_step(info)`` after each batch; Ctrl-C
     returns the best student so far, with the report saying it was interrupted.
     """
     config = DistillConfig(epochs=epochs, lr=lr, T=T, alpha=alpha, loss=loss, batch_size=batch_size,
                            weight_decay=weight_decay, features=dict(features) if isinstance(features, dict)
                            else None, feature_weight=feature_weight, output_weight=output_weight,
-                           keep_zeros=keep_zeros, patience=0 if patience is None else patience)
+                           keep_zeros=keep_zeros, patience=0 if patience is None else patience,
+                           schedule=schedule, warmup=warmup)
     for name, model in (("student", student), ("teacher", teacher)):
         if not isinstance(model, nn.Module):
             raise CompressError(f"distill needs a torch.nn.Module as the {name}; got a {type(model).__name__}.")
@@ -156,6 +159,23 @@ class _Run:
             raise InvalidConfigError("metric='accuracy' needs labelled val_data=(X, y).")
         return Validator(metric, self.val, self.vout, self.kind, self.config.T, self.config.alpha)
 
+    def _scheduler(self, optimizer: torch.optim.Optimizer, per_epoch: int | None) -> Any:
+        """None for a constant rate; a linear warmup then a linear decay to 0 over ``epochs`` otherwise."""
+        if self.config.schedule == "constant":
+            return None
+        if not per_epoch:
+            raise InvalidConfigError("schedule='linear' needs to know the number of steps: give data with a "
+                                     "length (arrays, a list of batches, a DataLoader with __len__).")
+        total = per_epoch * self.config.epochs
+        warm = int(self.config.warmup * total)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
     def train(self, patience, min_delta, seed, progress, on_epoch, on_step) -> tuple[nn.Module, Report]:
         start = time.perf_counter()
         flags = {m: m.training for m in self.student.modules()}
@@ -187,6 +207,7 @@ class _Run:
                 optimizer = torch.optim.AdamW(params + list(parameters(self.projections)), lr=self.config.lr,
                                               weight_decay=self.config.weight_decay)
                 per_epoch = len(self.source)
+                scheduler = self._scheduler(optimizer, per_epoch)
                 bar = _progress(per_epoch * self.config.epochs if per_epoch else None, progress)
                 stale, best_loss = 0, None
                 for epoch in range(1, self.config.epochs + 1):
@@ -197,6 +218,8 @@ class _Run:
                         optimizer.zero_grad(set_to_none=True)
                         value.backward()
                         optimizer.step()
+                        if scheduler is not None:
+                            scheduler.step()
                         with torch.no_grad():
                             for p, keep in masks:
                                 p.mul_(keep)
