@@ -49,6 +49,10 @@ class DistillConfig(MethodConfig):
     features: dict | None = param(None, help="intermediate layers to match, {teacher layer: student layer}; a "
                                   "learned projection bridges different widths", check=LayerMap())
     feature_weight: float = param(1.0, help="weight of the feature-matching loss", check=Interval(0.0, 1e6))
+    attention: dict | None = param(None, help="self-attention modules to match, {teacher module: student module} "
+                                   "(MiniLM: KL of attention distributions and of value relations; modules with "
+                                   "query/key/value or q_proj/k_proj/v_proj projections)", check=LayerMap())
+    attention_weight: float = param(1.0, help="weight of the attention-relation loss", check=Interval(0.0, 1e6))
     output_weight: float = param(1.0, help="weight of the output loss (0 to distil features only)",
                                  check=Interval(0.0, 1e6))
     schedule: str = param("constant", help="learning-rate schedule: 'constant', or 'linear' (a linear warmup over "
