@@ -195,3 +195,16 @@ def test_minilm_shallow_student_distils_on_sentences():
     assert "cosine" in report.metrics_after and any("'cosine' chosen" in n for n in report.notes)
     assert report.metrics_after["cosine"] >= report.history[0]["cosine"]
     assert jc.state_dict_hash(teacher) == t_hash
+
+
+def test_more_corpus_and_augmented_sentences_are_new_and_deterministic():
+    from jupyter_compress.examples.minilm import augment, corpus
+
+    base, more = corpus(1200), corpus(2000, more=True)
+    assert len(set(more)) == 2000 and not set(base) & set(more)
+    new = augment(base[:100], 300, seed=3)
+    assert new == augment(base[:100], 300, seed=3) != augment(base[:100], 300, seed=4)
+    assert len(set(new)) == 300 and not set(new) & set(base[:100])
+    assert all(len(s.split()) >= 5 for s in new)
+    with pytest.raises(ValueError, match="distinct"):
+        augment(["one two three four five"], 50)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import random
 import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["corpus", "cosine", "embed", "features", "load_minilm"]
+__all__ = ["augment", "corpus", "cosine", "embed", "features", "load_minilm"]
 
 # Standard-library modules whose docstrings give a few hundred plain English sentences.
 _CORPUS_MODULES = ("argparse", "collections", "csv", "datetime", "difflib", "email", "fractions", "functools",
@@ -106,3 +107,31 @@ def corpus(n: int = 100, *, offset: int = 0, min_words: int = 5, max_words: int 
     if offset + n > len(sentences):
         raise ValueError(f"corpus has {len(sentences)} sentences; offset={offset} + n={n} is too many.")
     return sentences[offset:offset + n]
+
+
+def augment(sentences: Sequence[str], n: int, *, seed: int = 0, min_words: int = 5) -> list[str]:
+    """``n`` new word sequences made from ``sentences`` (deterministic for a seed): half are crops (a run of at
+    least ``min_words`` consecutive words of one sentence), half splice the first half of one sentence onto
+    the second half of another. Unlabelled text for distillation: the teacher labels it."""
+    rng = random.Random(seed)
+    words = [s.split() for s in sentences if len(s.split()) >= min_words]
+    if not words:
+        raise ValueError(f"augment needs sentences of at least {min_words} words.")
+    out, seen = [], set(sentences)
+    for _ in range(20 * n + 100):
+        if len(out) >= n:
+            break
+        a = rng.choice(words)
+        if rng.random() < 0.5:
+            length = rng.randint(min_words, len(a))
+            start = rng.randint(0, len(a) - length)
+            text = " ".join(a[start:start + length])
+        else:
+            b = rng.choice(words)
+            text = " ".join(a[:len(a) // 2] + b[len(b) // 2:])
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    if len(out) < n:
+        raise ValueError(f"augment made only {len(out)} distinct new sentences of the {n} asked for.")
+    return out
