@@ -33,7 +33,7 @@ _MORE_MODULES = ("abc", "ast", "asyncio", "base64", "bisect", "calendar", "codec
                  "platform", "plistlib", "poplib", "pprint", "pstats", "queue", "quopri", "re", "reprlib",
                  "sched", "secrets", "selectors", "shelve", "shlex", "signal", "socket", "socketserver",
                  "sqlite3", "ssl", "stat", "struct", "sysconfig", "tempfile", "timeit", "tokenize", "trace",
-                 "traceback", "types", "typing", "unittest.mock", "urllib.request", "warnings", "wave",
+                 "traceback", "types", "unittest.mock", "urllib.request", "warnings", "wave",
                  "weakref", "xml.dom.minidom", "xml.etree.ElementTree", "zipimport", "zoneinfo")
 
 
