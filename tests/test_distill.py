@@ -229,3 +229,60 @@ def test_progress_bar_shows_loss_and_metric(capsys):
     jc.distill(_student(), teacher, (X, y), epochs=2, val_data=(X[:32], y[:32]), progress=True)
     err = capsys.readouterr().err
     assert "distill" in err and "loss=" in err
+
+
+# -- attention-relation matching (MiniLM) ------------------------------------------------------------------
+
+def _tiny_bert(layers: int = 4):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                                     attention_probs_dropout_prob=0.0)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(1, 50, (16, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[8:, 6:] = 0  # half the rows padded after six tokens
+    return model, [{"input_ids": ids[i:i + 8], "attention_mask": mask[i:i + 8]} for i in (0, 8)]
+
+
+def test_relation_kl_is_zero_for_equal_inputs_and_ignores_padding():
+    from jupyter_compress.methods.distill._attention import relation, relation_kl
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    t = relation(q, k, 2, mask)
+    assert torch.allclose(t.exp().sum(-1), torch.ones(2, 2, 5))
+    assert float(t[1, :, :, 3:].exp().max()) == 0.0  # padded keys get no attention
+    assert float(relation_kl(t, t, mask)) == 0.0
+    other = relation(q + 0.5 * torch.randn(2, 5, 8, generator=g), k, 2, mask)
+    value = float(relation_kl(other, t, mask))
+    assert value > 0.0
+    q2, k2 = q.clone(), k.clone()
+    q2[1, 3:], k2[1, 3:] = 100.0, -100.0  # what padded tokens carry does not count
+    assert float(relation_kl(relation(q2, k2, 2, mask), t, mask)) == 0.0 == float(
+        relation_kl(relation(q2, k2, 2, mask), relation(q, k, 2, mask), mask))
+
+
+def test_attention_loss_is_zero_for_identical_models_and_positive_for_a_shallow_student():
+    import copy
+
+    teacher, batches = _tiny_bert()
+    t_hash = jc.state_dict_hash(teacher)
+    att = {"encoder.layer.3.attention.self": "encoder.layer.3.attention.self"}
+    losses = []
+    jc.distill(copy.deepcopy(teacher), teacher, batches, epochs=1, attention=att, output_weight=0.0,
+               patience=0, progress=False, on_step=lambda info: losses.append(info["loss"]))
+    assert losses and losses[0] == 0.0
+    student = jc.make_student(teacher, "shallow", amount=0.5)
+    att = {"encoder.layer.3.attention.self": "encoder.layer.1.attention.self"}
+    history = []
+    trained, report = jc.distill(student, teacher, batches, epochs=8, lr=1e-2, attention=att, output_weight=0.0,
+                                 patience=0, progress=False, on_epoch=lambda h: history.append(h[-1]["loss"]))
+    assert history[0] > 0.0 and history[-1] < 0.5 * history[0]  # the relations are learnable
+    assert jc.state_dict_hash(teacher) == t_hash
+    assert report.plan["steps"][0]["attention"] == att
+    with pytest.raises(jc.SelectorError, match="Did you mean 'encoder.layer.1.attention.self'"):
+        jc.distill(student, teacher, batches, attention={"encoder.layer.3.attention.self":
+                                                         "encoder.layer.1.attention.sel"}, progress=False)

@@ -10,7 +10,7 @@ from torch import nn
 
 import jupyter_compress as jc
 from jupyter_compress.examples.digits import digits_data, evaluate, train_digits_cnn
-from jupyter_compress.methods.distill import keep_indices, layer_stack
+from jupyter_compress.methods.distill import keep_indices, layer_stack, similar_layers
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,68 @@ def test_shallow_student_of_a_sequential_keeps_the_teachers_blocks():
     assert torch.equal(picked[1].fc.weight, teacher[2].fc.weight)
 
 
+def _mostly_identity_stack(strong: tuple[int, ...]) -> nn.Module:
+    """Six residual blocks; only those in ``strong`` change their input much (the others are near identity)."""
+    torch.manual_seed(0)
+    blocks = [Residual(16) for _ in range(6)]
+    with torch.no_grad():
+        for i, block in enumerate(blocks):
+            block.fc.weight.mul_(3.0 if i in strong else 1e-3)
+            block.fc.bias.mul_(3.0 if i in strong else 1e-3)
+    return nn.Sequential(nn.Linear(8, 16), *blocks, nn.Linear(16, 3)).eval()
+
+
+@pytest.mark.parametrize("limit", [200, 0])  # every subset, and greedy removal
+def test_similarity_keeps_the_blocks_that_change_the_output_most(limit):
+    teacher = _mostly_identity_stack(strong=(0, 3, 4))
+    t_hash = jc.state_dict_hash(teacher)
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+    kept, value = similar_layers(teacher, x, 3, exhaustive_limit=limit)
+    assert kept == [0, 3, 4] != keep_indices(6, 3)
+    assert similar_layers(teacher, x, 3, exhaustive_limit=limit) == (kept, value)  # deterministic
+    with torch.no_grad():
+        naive = nn.functional.cosine_similarity(jc.make_student(teacher, "shallow")(x), teacher(x)).mean()
+    assert value > float(naive) and value > 0.99
+    student = jc.make_student(teacher, "shallow", layers="similarity", example_inputs=x)
+    assert len(student) == 5 and jc.state_dict_hash(teacher) == t_hash
+    for i, j in enumerate(kept):
+        assert torch.equal(student[1 + i].fc.weight, teacher[1 + j].fc.weight)
+    with pytest.raises(jc.InvalidConfigError, match="example_inputs"):
+        jc.make_student(teacher, "shallow", layers="similarity")
+    with pytest.raises(jc.InvalidConfigError, match="similarity"):
+        jc.make_student(teacher, "shallow", layers="best", example_inputs=x)
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(8, 16), Residual(16), Residual(16), nn.Linear(16, 3)).eval()
+    student = copy.deepcopy(teacher)
+    X = torch.randn(40, 8)
+    rates, constant = [], []
+    real_step = torch.optim.AdamW.step
+
+    def spy(store):
+        def step(self, *args, **kwargs):
+            store.append(self.param_groups[0]["lr"])
+            return real_step(self, *args, **kwargs)
+        return step
+
+    for schedule, store in (("linear", rates), ("constant", constant)):
+        torch.optim.AdamW.step = spy(store)
+        try:
+            jc.distill(student, teacher, X, epochs=2, batch_size=4, lr=1e-2, loss="mse", schedule=schedule,
+                       warmup=0.25, patience=0, progress=False)
+        finally:
+            torch.optim.AdamW.step = real_step
+    assert len(rates) == 20 and constant == [1e-2] * 20
+    assert rates[:5] == pytest.approx([2e-3, 4e-3, 6e-3, 8e-3, 1e-2])  # 5 warmup steps
+    assert rates[5] == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-2 / 15)
+    assert all(a > b for a, b in zip(rates[5:], rates[6:]))
+    assert jc.DistillConfig(schedule="linear", warmup=0.2).warmup == 0.2
+    with pytest.raises(jc.InvalidConfigError):
+        jc.DistillConfig(schedule="cosine-ish")
+
+
 def test_narrow_student_and_students_that_cannot_be_made(digits):
     model, X_train, _, _, _ = digits
     narrow = jc.make_student(model, "narrow", amount=0.5, example_inputs=X_train[:2])
@@ -133,3 +195,16 @@ def test_minilm_shallow_student_distils_on_sentences():
     assert "cosine" in report.metrics_after and any("'cosine' chosen" in n for n in report.notes)
     assert report.metrics_after["cosine"] >= report.history[0]["cosine"]
     assert jc.state_dict_hash(teacher) == t_hash
+
+
+def test_more_corpus_and_augmented_sentences_are_new_and_deterministic():
+    from jupyter_compress.examples.minilm import augment, corpus
+
+    base, more = corpus(1200), corpus(2000, more=True)
+    assert len(set(more)) == 2000 and not set(base) & set(more)
+    new = augment(base[:100], 300, seed=3)
+    assert new == augment(base[:100], 300, seed=3) != augment(base[:100], 300, seed=4)
+    assert len(set(new)) == 300 and not set(new) & set(base[:100])
+    assert all(len(s.split()) >= 5 for s in new)
+    with pytest.raises(ValueError, match="distinct"):
+        augment(["one two three four five"], 50)

@@ -10,19 +10,31 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import random
 import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["corpus", "cosine", "embed", "features", "load_minilm"]
+__all__ = ["augment", "corpus", "cosine", "embed", "features", "load_minilm"]
 
 # Standard-library modules whose docstrings give a few hundred plain English sentences.
 _CORPUS_MODULES = ("argparse", "collections", "csv", "datetime", "difflib", "email", "fractions", "functools",
                    "heapq", "http.client", "inspect", "json", "logging", "os", "pathlib", "random", "shutil",
                    "smtplib", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading",
                    "unittest", "urllib.parse", "uuid", "zipfile")
+# More modules (imported without side effects) for a larger training set, disjoint from the corpus above.
+_MORE_MODULES = ("abc", "ast", "asyncio", "base64", "bisect", "calendar", "codecs", "concurrent.futures",
+                 "configparser", "contextlib", "copy", "dataclasses", "decimal", "dis", "doctest", "enum",
+                 "filecmp", "fnmatch", "ftplib", "getopt", "gettext", "glob", "gzip", "hashlib", "hmac",
+                 "html.parser", "imaplib", "importlib", "io", "ipaddress", "itertools", "locale", "mailbox",
+                 "mimetypes", "multiprocessing", "numbers", "operator", "optparse", "pickle", "pkgutil",
+                 "platform", "plistlib", "poplib", "pprint", "pstats", "queue", "quopri", "re", "reprlib",
+                 "sched", "secrets", "selectors", "shelve", "shlex", "signal", "socket", "socketserver",
+                 "sqlite3", "ssl", "stat", "struct", "sysconfig", "tempfile", "timeit", "tokenize", "trace",
+                 "traceback", "types", "unittest.mock", "urllib.request", "warnings", "wave",
+                 "weakref", "xml.dom.minidom", "xml.etree.ElementTree", "zipimport", "zoneinfo")
 
 
 def load_minilm(device: str | torch.device = "cpu") -> nn.Module:
@@ -60,15 +72,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return nn.functional.cosine_similarity(a.double(), b.double(), dim=-1)
 
 
-def corpus(n: int = 100, *, offset: int = 0, min_words: int = 5, max_words: int = 40) -> list[str]:
-    """``n`` English sentences from docstrings of the Python standard library (offline, deterministic).
-
-    ``offset`` skips that many sentences first, so ``corpus(100)`` and ``corpus(100, offset=100)`` are
-    disjoint (a training and a held-out set).
-    """
-    seen: set[str] = set()
+def _sentences(modules: Sequence[str], seen: set[str], min_words: int, max_words: int) -> list[str]:
     sentences: list[str] = []
-    for module_name in _CORPUS_MODULES:
+    for module_name in modules:
         module = importlib.import_module(module_name)
         docs = [inspect.getdoc(module) or ""]
         for _, member in sorted(vars(module).items()):
@@ -83,6 +89,49 @@ def corpus(n: int = 100, *, offset: int = 0, min_words: int = 5, max_words: int 
                             and sentence.endswith(".") and sentence not in seen and ">>>" not in sentence):
                         seen.add(sentence)
                         sentences.append(sentence)
+    return sentences
+
+
+def corpus(n: int = 100, *, offset: int = 0, min_words: int = 5, max_words: int = 40, more: bool = False
+           ) -> list[str]:
+    """``n`` English sentences from docstrings of the Python standard library (offline, deterministic).
+
+    ``offset`` skips that many sentences first, so ``corpus(100)`` and ``corpus(100, offset=100)`` are
+    disjoint (a training and a held-out set). ``more=True`` takes them from other modules instead (a few
+    thousand sentences, none of them in the default corpus): more training data for distillation.
+    """
+    seen: set[str] = set()
+    sentences = _sentences(_CORPUS_MODULES, seen, min_words, max_words)
+    if more:
+        sentences = _sentences(_MORE_MODULES, seen, min_words, max_words)
     if offset + n > len(sentences):
         raise ValueError(f"corpus has {len(sentences)} sentences; offset={offset} + n={n} is too many.")
     return sentences[offset:offset + n]
+
+
+def augment(sentences: Sequence[str], n: int, *, seed: int = 0, min_words: int = 5) -> list[str]:
+    """``n`` new word sequences made from ``sentences`` (deterministic for a seed): half are crops (a run of at
+    least ``min_words`` consecutive words of one sentence), half splice the first half of one sentence onto
+    the second half of another. Unlabelled text for distillation: the teacher labels it."""
+    rng = random.Random(seed)
+    words = [s.split() for s in sentences if len(s.split()) >= min_words]
+    if not words:
+        raise ValueError(f"augment needs sentences of at least {min_words} words.")
+    out, seen = [], set(sentences)
+    for _ in range(20 * n + 100):
+        if len(out) >= n:
+            break
+        a = rng.choice(words)
+        if rng.random() < 0.5:
+            length = rng.randint(min_words, len(a))
+            start = rng.randint(0, len(a) - length)
+            text = " ".join(a[start:start + length])
+        else:
+            b = rng.choice(words)
+            text = " ".join(a[:len(a) // 2] + b[len(b) // 2:])
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    if len(out) < n:
+        raise ValueError(f"augment made only {len(out)} distinct new sentences of the {n} asked for.")
+    return out

@@ -8,7 +8,9 @@ from typing import Any
 from ...core.config import Boolean, Constraint, IntAtLeast, Interval, MethodConfig, param
 from .losses import LOSSES
 
-__all__ = ["DistillConfig"]
+__all__ = ["DistillConfig", "SCHEDULES"]
+
+SCHEDULES = ("constant", "linear")
 
 
 class LayerMap(Constraint):
@@ -47,7 +49,16 @@ class DistillConfig(MethodConfig):
     features: dict | None = param(None, help="intermediate layers to match, {teacher layer: student layer}; a "
                                   "learned projection bridges different widths", check=LayerMap())
     feature_weight: float = param(1.0, help="weight of the feature-matching loss", check=Interval(0.0, 1e6))
+    attention: dict | None = param(None, help="self-attention modules to match, {teacher module: student module} "
+                                   "(MiniLM: KL of attention distributions and of value relations; modules with "
+                                   "query/key/value or q_proj/k_proj/v_proj projections)", check=LayerMap())
+    attention_weight: float = param(1.0, help="weight of the attention-relation loss", check=Interval(0.0, 1e6))
     output_weight: float = param(1.0, help="weight of the output loss (0 to distil features only)",
                                  check=Interval(0.0, 1e6))
+    schedule: str = param("constant", help="learning-rate schedule: 'constant', or 'linear' (a linear warmup over "
+                          "the first `warmup` fraction of the steps of all `epochs`, then a linear decay to 0)",
+                          choices=SCHEDULES)
+    warmup: float = param(0.1, help="fraction of the steps spent warming the learning rate up ('linear' schedule)",
+                          check=Interval(0.0, 1.0, "[)"))
     keep_zeros: bool = param(True, help="weight matrices / kernels keep their exact zeros (the sparsity left "
                              "by unstructured or N:M pruning survives training)", check=Boolean())

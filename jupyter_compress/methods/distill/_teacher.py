@@ -12,22 +12,30 @@ from torch.nn import functional as F
 
 from ...core.metrics import eval_mode, primary_output
 from ...errors import InvalidConfigError
+from ._attention import QKVTap
 from ._data import Source, call, model_device, to_device
 from ._features import Tap
 from .losses import output_loss
 
-__all__ = ["TeacherOutputs", "Validator", "METRICS"]
+__all__ = ["TeacherOutputs", "Validator", "METRICS", "qkv_key"]
 
 METRICS = ("accuracy", "agreement", "cosine", "loss")
 OUT = "__output__"
+
+
+def qkv_key(name: str, slot: int) -> str:
+    """The key of an attention module's query (0), key (1) or value (2) among the teacher's outputs."""
+    return f"{name}\x00{'qkv'[slot]}"
 
 
 class TeacherOutputs:
     """``outputs(key, inputs) -> {OUT: tensor, layer: tensor}`` on ``device``; cached by sample index (arrays)
     or batch index (fixed batches). The raw output of the first call is kept in ``first_raw``."""
 
-    def __init__(self, teacher: nn.Module, layers: list[str], device: torch.device, cache: bool):
+    def __init__(self, teacher: nn.Module, layers: list[str], device: torch.device, cache: bool,
+                 attention: list[str] = ()):
         self.teacher, self.layers, self.device, self.cache = teacher, layers, device, cache
+        self.attention = list(attention)
         self.tdevice = model_device(teacher)
         self.by_batch: dict[int, dict[str, torch.Tensor]] = {}
         self.by_sample: dict[str, torch.Tensor] = {}
@@ -35,8 +43,10 @@ class TeacherOutputs:
         self.first_raw: Any = None
 
     def _run(self, inputs: Any) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), Tap(self.teacher, self.layers) as feats:
+        with torch.no_grad(), Tap(self.teacher, self.layers) as feats, QKVTap(self.teacher, self.attention) as qkv:
             raw = call(self.teacher, to_device(inputs, self.tdevice))
+        for name, (q, k, v) in qkv.items():
+            feats.update({qkv_key(name, 0): q, qkv_key(name, 1): k, qkv_key(name, 2): v})
         if self.first_raw is None:
             self.first_raw = raw
         out = primary_output(raw)

@@ -23,11 +23,12 @@ from torch.nn import functional as F
 from ...core.metrics import eval_mode, primary_output
 from ...core.report import Report
 from ...errors import CompressError, InvalidConfigError
+from ._attention import QKVTap, attention_loss, attention_pairs, heads_of, padding_mask
 from ._config import DistillConfig
 from ._data import Source, call, model_device, to_device
 from ._features import Tap, feature_pairs, make_projection, parameters
 from ._report import build_report
-from ._teacher import METRICS, OUT, TeacherOutputs, Validator
+from ._teacher import METRICS, OUT, TeacherOutputs, Validator, qkv_key
 from .losses import check_shapes, choose_loss, output_loss
 
 __all__ = ["distill", "REL_TOL"]
@@ -58,8 +59,10 @@ def distill(
     student: nn.Module, teacher: nn.Module, data: Any, *, epochs: int = DistillConfig.epochs,
     lr: float = DistillConfig.lr,
     T: float = DistillConfig.T, alpha: float = DistillConfig.alpha, loss: str = "auto",
-    features: dict | None = None, feature_weight: float = 1.0, output_weight: float = 1.0,
-    batch_size: int = 64, weight_decay: float = 0.0, keep_zeros: bool = True, val_data: Any = None,
+    features: dict | None = None, feature_weight: float = 1.0, attention: dict | None = None,
+    attention_weight: float = 1.0, output_weight: float = 1.0,
+    batch_size: int = 64, weight_decay: float = 0.0, schedule: str = DistillConfig.schedule,
+    warmup: float = DistillConfig.warmup, keep_zeros: bool = True, val_data: Any = None,
     metric: str | Callable[[nn.Module], Any] | None = None, patience: int | None = DistillConfig.patience,
     min_delta: float = 0.0, seed: int = 0, inplace: bool = False, cache_teacher: bool = True,
     progress: bool = True, on_epoch: Callable[[list[dict]], Any] | None = None,
@@ -71,17 +74,21 @@ def distill(
     the best weights; an error restores its starting weights). ``data``: (X, y) or X tensors / arrays, a
     list of batches, a DataLoader, or a list of sentences for a model that tokenizes; labels are optional.
     ``loss``: 'kd' (T, alpha), 'mse', 'cosine' or 'auto'. ``keep_zeros`` keeps pruned weights at zero.
-    ``features={teacher layer: student layer}`` adds feature matching. ``val_data`` + ``metric`` ('accuracy', 'agreement', 'cosine', 'loss' or a
+    ``features={teacher layer: student layer}`` adds feature matching; ``attention={teacher attention
+    module: student attention module}`` adds MiniLM's attention-distribution and value-relation matching. ``val_data`` + ``metric`` ('accuracy', 'agreement', 'cosine', 'loss' or a
     callable ``metric(model) -> number``, higher is better) pick the best epoch. ``epochs`` is a cap:
     training stops when the validation metric (without ``val_data``: the mean training loss, by a relative
-    1e-3) has not improved for ``patience`` epochs (0 or None: never early).
+    1e-3) has not improved for ``patience`` epochs (0 or None: never early). ``schedule='linear'`` warms
+    the learning rate up over the first ``warmup`` fraction of all ``epochs``' steps, then decays it to 0.
     ``on_epoch(history)`` is called after each epoch and ``on_step(info)`` after each batch; Ctrl-C
     returns the best student so far, with the report saying it was interrupted.
     """
     config = DistillConfig(epochs=epochs, lr=lr, T=T, alpha=alpha, loss=loss, batch_size=batch_size,
                            weight_decay=weight_decay, features=dict(features) if isinstance(features, dict)
                            else None, feature_weight=feature_weight, output_weight=output_weight,
-                           keep_zeros=keep_zeros, patience=0 if patience is None else patience)
+                           keep_zeros=keep_zeros, patience=0 if patience is None else patience,
+                           schedule=schedule, warmup=warmup, attention=dict(attention) if isinstance(
+                               attention, dict) else None, attention_weight=attention_weight)
     for name, model in (("student", student), ("teacher", teacher)):
         if not isinstance(model, nn.Module):
             raise CompressError(f"distill needs a torch.nn.Module as the {name}; got a {type(model).__name__}.")
@@ -93,12 +100,12 @@ def distill(
     if isinstance(metric, str) and val_data is None:
         raise InvalidConfigError(f"metric={metric!r} is measured on validation data: pass val_data=(X, y).")
     work = student if inplace else copy.deepcopy(student)
-    run = _Run(work, teacher, config, data, val_data, metric, features, cache_teacher)
+    run = _Run(work, teacher, config, data, val_data, metric, features, cache_teacher, attention)
     return run.train(config.patience, min_delta, seed, progress, on_epoch, on_step)
 
 
 class _Run:
-    def __init__(self, student, teacher, config, data, val_data, metric, features, cache):
+    def __init__(self, student, teacher, config, data, val_data, metric, features, cache, attention=None):
         self.student, self.teacher, self.config, self.metric = student, teacher, config, metric
         self.device = model_device(student)
         tokenize = _tokenizer(student) or _tokenizer(teacher)
@@ -106,8 +113,10 @@ class _Run:
         self.val = None if val_data is None else Source(val_data, config.batch_size, tokenize=tokenize,
                                                         name="val_data")
         self.pairs = feature_pairs(features, teacher, student)
-        tlayers = [t for t, _ in self.pairs]
-        self.tout = TeacherOutputs(teacher, tlayers, self.device, cache and self.source.cacheable)
+        self.apairs = attention_pairs(attention, teacher, student)
+        self.heads = [heads_of(teacher, t) for t, _ in self.apairs]
+        tlayers, tatt = [t for t, _ in self.pairs], [t for t, _ in self.apairs]
+        self.tout = TeacherOutputs(teacher, tlayers, self.device, cache and self.source.cacheable, tatt)
         self.vout = TeacherOutputs(teacher, tlayers, self.device, cache and self.val is not None
                                    and self.val.cacheable)
         self.n = len(self.source.X) if self.source.X is not None else None
@@ -132,9 +141,18 @@ class _Run:
         t = self.tout.outputs(key, inputs, self.n)
         inputs = to_device(inputs, self.device)
         targets = None if targets is None else to_device(targets, self.device)
-        with Tap(self.student, [s for _, s in self.pairs]) as feats:
+        with Tap(self.student, [s for _, s in self.pairs]) as feats, \
+                QKVTap(self.student, [s for _, s in self.apairs]) as qkv:
             s = primary_output(call(self.student, inputs))
         total = s.new_zeros(())
+        for (tn, sn), heads in zip(self.apairs, self.heads):
+            teacher_qkv = tuple(t[qkv_key(tn, i)] for i in range(3))
+            if qkv[sn][0].shape[:2] != teacher_qkv[0].shape[:2]:
+                raise InvalidConfigError(f"Attention matching needs the same tokens on both sides: student "
+                                         f"{sn!r} saw {tuple(qkv[sn][0].shape[:2])}, teacher {tn!r} "
+                                         f"{tuple(teacher_qkv[0].shape[:2])}.")
+            total = total + self.config.attention_weight * attention_loss(
+                qkv[sn], teacher_qkv, heads, padding_mask(inputs, qkv[sn][0]))
         if self.config.output_weight > 0:
             total = total + self.config.output_weight * output_loss(self.kind, s, t[OUT], targets,
                                                                     T=self.config.T, alpha=self.config.alpha)
@@ -155,6 +173,23 @@ class _Run:
         if metric == "accuracy" and self.val.X is not None and not self.val.labelled:
             raise InvalidConfigError("metric='accuracy' needs labelled val_data=(X, y).")
         return Validator(metric, self.val, self.vout, self.kind, self.config.T, self.config.alpha)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer, per_epoch: int | None) -> Any:
+        """None for a constant rate; a linear warmup then a linear decay to 0 over ``epochs`` otherwise."""
+        if self.config.schedule == "constant":
+            return None
+        if not per_epoch:
+            raise InvalidConfigError("schedule='linear' needs to know the number of steps: give data with a "
+                                     "length (arrays, a list of batches, a DataLoader with __len__).")
+        total = per_epoch * self.config.epochs
+        warm = int(self.config.warmup * total)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (total - step) / max(1, total - warm))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def train(self, patience, min_delta, seed, progress, on_epoch, on_step) -> tuple[nn.Module, Report]:
         start = time.perf_counter()
@@ -187,6 +222,7 @@ class _Run:
                 optimizer = torch.optim.AdamW(params + list(parameters(self.projections)), lr=self.config.lr,
                                               weight_decay=self.config.weight_decay)
                 per_epoch = len(self.source)
+                scheduler = self._scheduler(optimizer, per_epoch)
                 bar = _progress(per_epoch * self.config.epochs if per_epoch else None, progress)
                 stale, best_loss = 0, None
                 for epoch in range(1, self.config.epochs + 1):
@@ -197,6 +233,8 @@ class _Run:
                         optimizer.zero_grad(set_to_none=True)
                         value.backward()
                         optimizer.step()
+                        if scheduler is not None:
+                            scheduler.step()
                         with torch.no_grad():
                             for p, keep in masks:
                                 p.masked_fill_(~keep, 0)  # +0.0, not mul_'s -0.0 (see schedule.py)
