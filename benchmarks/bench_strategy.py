@@ -69,6 +69,16 @@ def _digits_grid(quick: bool) -> list[dict]:
 
 
 def _dask_sweep(model, kw: dict, ratios: tuple, executor_kw: dict | None = None) -> tuple:
+    logger = logging.getLogger("distributed")  # its INFO lines (a traceback at shutdown among them) are noise here
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        return _on_local_cluster(model, kw, ratios, executor_kw)
+    finally:
+        logger.setLevel(level)
+
+
+def _on_local_cluster(model, kw: dict, ratios: tuple, executor_kw: dict | None) -> tuple:
     import dask
     import distributed
 
@@ -128,13 +138,7 @@ def _dask_finetune(quick: bool) -> list[dict]:
         torch.set_num_threads(threads)
     best_threads = min(timed, key=lambda n: timed[n][1])
     seq, t_seq = timed[1][0], timed[best_threads][1]
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        par, t_par = _dask_sweep(model, kw, ratios)
-    finally:
-        logger.setLevel(level)
+    par, t_par = _dask_sweep(model, kw, ratios)
     key = lambda p: (p["method"], p["unit"], p["ratio"])  # noqa: E731
     a, b = {key(p): p["metric"] for p in seq.points}, {key(p): p["metric"] for p in par.points}
     assert a.keys() == b.keys()
@@ -162,13 +166,7 @@ def _dask_throughput(quick: bool) -> list[dict]:
     start = time.perf_counter()
     seq = sensitivity(model, **kw)
     t_seq = time.perf_counter() - start
-    logger = logging.getLogger("distributed")  # its INFO lines (a traceback at shutdown among them) are noise here
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        par, t_par = _dask_sweep(model, kw, ratios)
-    finally:
-        logger.setLevel(level)
+    par, t_par = _dask_sweep(model, kw, ratios)
     assert [p["metric"] for p in seq.points] == [p["metric"] for p in par.points]
     n = len(seq.points)
     return [{"name": f"sensitivity sweep, {n} points, digits CNN", "figure": "throughput Dask 2 workers / 1",
