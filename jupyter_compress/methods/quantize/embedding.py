@@ -20,7 +20,7 @@ from ...core.config import IntAtLeast, MethodConfig, param
 from ...core.registry import MagicOption, MethodResult, register_method
 from .._common import LayerStandIn, hand_over, layer_row, parent_reads_weight
 from ._common import held_count, sqnr_db
-from .qlinear import quantize_groups
+from .qlinear import pack_int4, quantize_groups, unpack_int4
 
 __all__ = ["EmbeddingQuantConfig", "QuantizedEmbedding"]
 
@@ -45,17 +45,13 @@ class QuantizedEmbedding(LayerStandIn, nn.Module):
         self.num_embeddings, self.embedding_dim = weight.shape
         self.bits, self.group = bits, group
         q, scale = quantize_groups(weight, bits, group)
-        if bits <= 4:  # two signed 4-bit values per byte, low nibble = even column
-            u = (q + 8).to(torch.uint8).reshape(self.num_embeddings, -1, 2)
-            q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
+        if bits <= 4:  # two signed 4-bit values per byte
+            q = pack_int4(q)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(weight.dtype))
 
     def _codes(self, rows: torch.Tensor) -> torch.Tensor:
-        if self.bits > 4:
-            return rows
-        low, high = (rows & 0x0F).to(torch.int8) - 8, (rows >> 4).to(torch.int8) - 8
-        return torch.stack((low, high), dim=-1).flatten(-2)
+        return unpack_int4(rows) if self.bits <= 4 else rows
 
     def _dequantize(self, codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         shape = codes.shape[:-1]

@@ -65,6 +65,17 @@ def quantize_groups(weight: torch.Tensor, bits: int, group: int) -> tuple[torch.
     return q.reshape(out_f, in_f), scale.contiguous()
 
 
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Signed 4-bit codes (int8 in [-8, 7], last dimension even) packed two per byte: low nibble = even column."""
+    u = (q + 8).to(torch.uint8).reshape(*q.shape[:-1], -1, 2)
+    return (u[..., 0] | (u[..., 1] << 4)).contiguous()
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`pack_int4`: int8 codes, the last dimension doubled."""
+    return torch.stack([(packed & 0x0F).to(torch.int8) - 8, (packed >> 4).to(torch.int8) - 8], dim=-1).flatten(-2)
+
+
 class DynamicInt8Linear(LayerStandIn, nn.Module):
     """y = x W^T + b with W in int8 (symmetric, per output channel or per tensor) and x quantized per call.
 
@@ -177,9 +188,8 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
             q, scale = quantize_groups(view.weight if weight is None else weight, bits, group)
         else:  # codes and scales computed by the caller (see from_codes)
             q = codes
-        if bits <= 4:  # pack two signed 4-bit values per byte (low nibble = even column)
-            u = (q + 8).to(torch.uint8).reshape(self.out_features, -1, 2)
-            q = (u[..., 0] | (u[..., 1] << 4)).contiguous()
+        if bits <= 4:  # two signed 4-bit values per byte
+            q = pack_int4(q)
         self.register_buffer("qweight", q)
         self.register_buffer("scale", scale.to(view.weight.dtype if view.weight.is_floating_point() else
                                                torch.float32))
@@ -236,9 +246,7 @@ class WeightOnlyLinear(LayerStandIn, nn.Module):
 
     def codes(self) -> torch.Tensor:
         """The integer codes, (out, in) int8: signed, in [-7, 7] for int4 and [-127, 127] for int8."""
-        q = self.qweight
-        if self.bits <= 4:
-            q = torch.stack([(q & 0x0F).to(torch.int8) - 8, (q >> 4).to(torch.int8) - 8], dim=-1)
+        q = unpack_int4(self.qweight) if self.bits <= 4 else self.qweight
         return q.reshape(self.out_features, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
