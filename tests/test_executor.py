@@ -138,3 +138,12 @@ def test_import_does_not_pull_dask_or_bokeh():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_an_address_where_no_scheduler_answers_is_a_one_line_error():
+    pytest.importorskip("distributed")
+    from jupyter_compress.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError, match=r"tcp://127\.0\.0\.1:1.*no Dask scheduler answered.*dask scheduler"):
+        as_executor("tcp://127.0.0.1:1")

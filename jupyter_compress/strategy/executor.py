@@ -233,7 +233,14 @@ def as_executor(spec: Any = None):
 
             raise InvalidConfigError(f"executor={spec!r} is a Dask scheduler address, and dask.distributed is "
                                      f"not installed: pip install distributed.") from None
-        return DaskExecutor(Client(spec))
+        try:
+            client = Client(spec, timeout="10s")
+        except OSError as exc:
+            from ..errors import InvalidConfigError
+
+            raise InvalidConfigError(f"executor={spec!r}: no Dask scheduler answered there ({exc}); start one "
+                                     f"(`dask scheduler`) or pass the address it prints.") from None
+        return DaskExecutor(client)
     from ..errors import InvalidConfigError
 
     raise InvalidConfigError(f"executor must be None, 'inprocess', 'processes', a worker count, a "
