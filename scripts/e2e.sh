@@ -71,9 +71,11 @@ for _ in range(240):
 sys.exit("[e2e] FAILED: JupyterLab did not answer within 120 s")
 PY
 rm -rf artifacts
+# Playwright's own report is kept in playwright-output.txt: scripts/test.sh prints its failures (and
+# tests that passed only on their retry) at the very end of the run, where CI's log tail shows them.
 set +e
-npx playwright test "$@"
-rc=$?
+npx playwright test "$@" 2>&1 | tee playwright-output.txt
+rc=${PIPESTATUS[0]}
 set -e
 if [ "$rc" != 0 ]; then
     tail -n 30 "$RUNDIR/jupyterlab.log" >&2

@@ -23,7 +23,17 @@ else
     echo "[test] e2e NOT RUN (E2E=0)" >&2
 fi
 echo "[test] pytest" >&2
-.venv/bin/python -m pytest "$@"
+pytest_rc=0
+.venv/bin/python -m pytest "$@" || pytest_rc=$?
+# The e2e stage's failures, and tests that passed only when retried, are printed last (CI shows the tail).
+E2E_OUT=labextension/ui-tests/playwright-output.txt
+if [ -f "$E2E_OUT" ] && { [ "$e2e_rc" != 0 ] || grep -qE "^ +[0-9]+ flaky" "$E2E_OUT"; }; then
+    echo "[test] e2e report (Playwright; failures and flaky tests):" >&2
+    sed -n '/^ *1) /,$p' "$E2E_OUT" | sed 's/\x1b\[[0-9;]*m//g' | head -n 120 >&2
+fi
+if [ "$pytest_rc" != 0 ]; then
+    exit "$pytest_rc"
+fi
 if [ "$e2e_rc" != 0 ]; then
     echo "[test] FAILED: the e2e stage (scripts/e2e.sh) exited $e2e_rc; see its output above" >&2
     exit "$e2e_rc"
