@@ -16,8 +16,8 @@ Where ``1/s`` goes: into the norm layer that produced the input (its weight and 
 every use of that norm's output is a layer scaled with the same ``s`` (found from tensor identities, see
 methods._actstats); otherwise the replacement layer keeps ``1/s`` as a per-input-channel multiplier
 (``input_scale``: one multiply per call). Post-LN models (BERT, MiniLM: the norm output also feeds the
-residual) therefore use multipliers; pre-LN ones (GPT-2, LLaMA-style) fold. Weights are dequantized at each
-call on CPU: smaller, not faster.
+residual) therefore use multipliers; pre-LN ones (GPT-2, LLaMA-style) fold. int4 layers run PyTorch's packed
+int4 CPU matmul where it fits (the input multiplier is applied before it), int8 layers are dequantized per call.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def _skip_reason(model: nn.Module, name: str, tied: set[str], seen: set[str], co
     supported=LINEAR_TYPES,
     family="quantization",
     help="AWQ: weight-only int4 / int8 with per-channel scales searched on calibration activations (folded "
-         "into LayerNorms where exact); smaller, dequantized per call.",
+         "into LayerNorms where exact); smaller; int4 runs the packed int4 kernel where it fits, int8 is "
+         "dequantized per call.",
     aliases=("awq",),
     requires=("calibration",),
     stage="precision",

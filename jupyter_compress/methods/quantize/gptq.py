@@ -26,7 +26,8 @@ same symmetric grid without clip 0.973; defaults 0.984 (sequential; 0.9835 in on
 one pass with ``act_order`` and ``percdamp=0.03`` 0.986 (more dampening generalises better from 100 sentences).
 
 What it buys: the bytes of weight-only int4 (about 1/8 of float32 for the weights, plus scales) at much lower
-error than round-to-nearest. Not faster: weights are dequantized per call (no int4 kernel is used here).
+error than round-to-nearest. int4 and int3 codes run on PyTorch's packed int4 CPU matmul where it fits (the same
+``WeightOnlyLinear`` as ``quantize.weight``, so also faster at small batches); int8 is dequantized per call.
 """
 
 from __future__ import annotations
@@ -224,7 +225,8 @@ def _layer(name: str, old: nn.Module, stats: LayerStats | None, config: GPTQConf
     supported=LINEAR_TYPES,
     family="quantization",
     help="GPTQ weight-only int4 / int3 / int8: calibrated second-order rounding, far more accurate than "
-         "round-to-nearest at the same size; smaller weights, not faster (dequantized per call, no int4 kernel).",
+         "round-to-nearest at the same size; int4 / int3 run the packed int4 kernel where it fits (faster at "
+         "small batches), int8 is dequantized per call.",
     aliases=("gptq",),
     requires=("calibration",),
     streams=True,
