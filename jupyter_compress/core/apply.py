@@ -186,7 +186,8 @@ def _compress_into(
         after = _stats(target)
         # by name: a Method holds mappings (probe, option fields), so it is not hashable
         methods = list({m.name: m for m in (get_method(step.method) for step in plan.steps)}.values())
-        left = left_alone_note(reference, [t for m in methods for t in m.supported], [n for n, _ in swaps],
+        taken = [t for step in plan.steps for t in get_method(step.method).supported_for(step.config)]
+        left = left_alone_note(reference, taken, [n for n, _ in swaps],
                                ", ".join(m.name for m in methods))
         notes = input_notes + notes + ([left] if left else [])
         # a layer a later step absorbed (prune, then int8 runs its whole encoder in ONNX Runtime) is no longer

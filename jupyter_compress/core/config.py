@@ -223,6 +223,11 @@ class MethodConfig:
         names from :data:`~jupyter_compress.core.registry.REQUIREMENTS`."""
         return frozenset()
 
+    def extra_layer_types(self) -> tuple[type, ...]:
+        """Layer types this setting takes beyond its method's declared ``supported`` ones (an opt-in such as
+        pruning's ``embeddings=True``): selection, replay and the left-alone note use them."""
+        return ()
+
     # -- serialization -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -129,6 +129,11 @@ class Method:
         extra = config.requirements() if config is not None else frozenset()
         return frozenset(self.requires) | frozenset(extra)
 
+    def supported_for(self, config: MethodConfig | None = None) -> tuple[type, ...]:
+        """The layer types a step with ``config`` works on: the declared ones plus the config's opt-ins."""
+        extra = config.extra_layer_types() if config is not None else ()
+        return tuple(self.supported) + tuple(t for t in extra if t not in self.supported)
+
     def magic_options(self) -> tuple[MagicOption, ...]:
         """The options with their parse and build filled in from the dial."""
         out = []

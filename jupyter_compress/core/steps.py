@@ -112,7 +112,7 @@ def run_steps(
                 raise StoppedError(f"Stopped before step {index + 1} of {len(plan.steps)} ({step.method}); the "
                                    f"model is as it was.")
             method = get_method(step.method)
-            names = step.selector.select(model, method.supported, method.name)
+            names = step.selector.select(model, method.supported_for(step.config), method.name)
             start = time.perf_counter()
             streamed_dropped: list[str] = []
             streamed_notes: list[str] = []

@@ -5,6 +5,9 @@ ranks all selected weights together (layers with many small weights lose more).
 The tensors stay dense, so the model is no smaller in memory and no faster;
 the report gives what a sparse encoding of the weights would take.
 
+With ``embeddings=True`` the nn.Embedding tables are pruned too (a Hugging Face encoder keeps about half its
+bytes there); an embedding table tied to an output layer is pruned once, for both.
+
 Torch's own ``torch.nn.utils.prune`` re-parametrizes modules (``weight_orig`` and
 a mask buffer, a forward pre-hook), which changes the state_dict keys and doubles
 the weight memory; we want a plain module with zeros, so we compute masks here.
@@ -18,7 +21,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..core.config import IntAtLeast, Interval, MethodConfig, param
+from ..core.config import Boolean, IntAtLeast, Interval, MethodConfig, param
 from ..core.metrics import relative_error, sparse_encoding_bytes
 from ..core.registry import MagicOption, MethodResult, register_method
 from ..core.textvalues import parse_amount
@@ -44,9 +47,16 @@ class PruneConfig(MethodConfig):
                            "(a baseline for teaching; seeded by the plan)",
                            choices=("magnitude", "taylor", "random"))
     batches: int = param(4, help="batches of data used by the 'taylor' criterion", check=IntAtLeast(1))
+    embeddings: bool = param(False, help="also prune nn.Embedding tables (a transformer's token and position "
+                             "tables, often half its bytes): each table loses the same fraction of its "
+                             "smallest entries; off by default, as a table's small entries are whole words' "
+                             "features", check=Boolean())
 
     def requirements(self) -> frozenset[str]:
         return frozenset({"data"}) if self.criterion == "taylor" else frozenset()
+
+    def extra_layer_types(self) -> tuple[type, ...]:
+        return (nn.Embedding,) if self.embeddings else ()
 
 
 def _at_budget(model: nn.Module, budget: float, **_: object) -> list[PruneConfig]:
@@ -161,6 +171,7 @@ def _masks(scores: list[torch.Tensor], amount: float, scope: str) -> list[torch.
     streams=True,
     stage="sparsity",
     dial="amount",
+    controls=("amount", "scope", "criterion", "batches"),  # the panel lists no Embedding layers to take
     options=(MagicOption("--prune", "AMOUNT", parse_amount, help="unstructured magnitude pruning"),),
     probe={"amount": 0.5},
     compare=("pruning, unstructured", _at_budget),
@@ -189,7 +200,8 @@ def apply_prune(model: nn.Module, names: list[str], config: PruneConfig, ctx) ->
         new.weight.masked_fill_(~mask, 0)  # in place, no float copy of the mask (a layer of memory)
         # a Conv1D's weight encoded as the equivalent Linear's (rows = outputs), so both report the same size
         sparse_w, encoding = sparse_encoding_bytes(linear_view(new).weight if is_conv1d(new) else new.weight)
-        bias_bytes = 0 if new.bias is None else new.bias.numel() * new.bias.element_size()
+        bias = getattr(new, "bias", None)  # an nn.Embedding has none
+        bias_bytes = 0 if bias is None else bias.numel() * bias.element_size()
         row = layer_row(
             name, "prune", old, new,
             error=relative_error(old.weight, new.weight),

@@ -118,10 +118,10 @@ class TuneState:
             if name is None:
                 continue
             method = self.methods[name]
-            layers = [n for n in included if isinstance(self.model.get_submodule(n), method.supported)]
+            config = self.config(name)
+            layers = [n for n in included if isinstance(self.model.get_submodule(n), method.supported_for(config))]
             special = {n: self.override(n, family) for n in layers}
             special = {n: v for n, v in special.items() if v is not None}
-            config = self.config(name)
             if method.units is not None:
                 # coupled layers: the layers left out must stay untouched, not just unselected (and the whole
                 # group is pruned at one setting, so per-layer overrides do not apply)
@@ -153,7 +153,7 @@ class TuneState:
         out = []
         for step in plan.steps:
             try:
-                picked = set(step.selector.select(self.model, method_for_config(step.config).supported))
+                picked = set(step.selector.select(self.model, method_for_config(step.config).supported_for(step.config)))
             except CompressError:  # selects nothing in this model
                 picked = set()
             out.append([n for n in self.layers if n in picked])
