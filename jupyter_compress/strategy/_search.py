@@ -4,7 +4,8 @@ Each measured point is an option for its unit: (method, setting, layers), its me
 it saves. Drops of different layers are assumed to add up (a first-order estimate; ``auto`` verifies
 every plan it keeps with a real evaluation). The greedy repeatedly takes the move with the most saving
 per unit of added drop, where a move may replace the options already chosen on the same layers, until
-no move fits the budget.
+no move fits the budget. Under ``auto(objective='disk')`` an option may be a stack of options of different
+stages on the same layers (``_disk.Stack``: prune, then share), applied as its parts.
 """
 
 from __future__ import annotations
