@@ -12,6 +12,7 @@ from . import (
     bench_codecs,
     bench_compact,
     bench_decompose,
+    bench_deep_auto,
     bench_digits,
     bench_distill,
     bench_hf,
@@ -34,7 +35,7 @@ __all__ = ["REGISTRY", "RESULTS", "main", "module_name", "run_module", "format_t
 
 REGISTRY = [bench_lowrank, bench_pruning, bench_structured, bench_pruning_models, bench_digits, bench_decompose,
             bench_quantize, bench_int4, bench_oneshot, bench_routes, bench_codecs, bench_tune, bench_distill, bench_strategy,
-            bench_hf, bench_memory, bench_compact]
+            bench_hf, bench_memory, bench_compact, bench_deep_auto]
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 
 

@@ -4,7 +4,8 @@ Each measured point is an option for its unit: (method, setting, layers), its me
 it saves. Drops of different layers are assumed to add up (a first-order estimate; ``auto`` verifies
 every plan it keeps with a real evaluation). The greedy repeatedly takes the move with the most saving
 per unit of added drop, where a move may replace the options already chosen on the same layers, until
-no move fits the budget.
+no move fits the budget. Under ``auto(objective='disk')`` an option may be a stack of options of different
+stages on the same layers (``_disk.Stack``: prune, then share), applied as its parts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ class Option:
         """Where the method's step goes in a plan: its declared stage (structure first, as it changes the
         shapes later steps see; then factorization, sparsity, precision last)."""
         return get_method(self.method).stage_index
+
+    @property
+    def parts(self) -> tuple[Option, ...]:
+        """The options this one applies: itself (a stack of several is ``_disk.Stack``)."""
+        return (self,)
 
 
 def options_from(points: list[dict[str, Any]], objective: str) -> list[Option]:
@@ -74,9 +80,10 @@ def greedy(options: list[Option], budget: float, start: tuple[Option, ...] = ())
 
 
 def plan_of(chosen: tuple[Option, ...], seed: int = 0) -> Plan:
-    """An ordinary plan: one step per (method, setting), selecting its layers by name, in stage order."""
+    """An ordinary plan: one step per (method, setting), selecting its layers by name, in stage order (a stack's
+    options each go to their own step, so a unit is pruned before its weights are shared)."""
     steps: dict[tuple, list[str]] = {}
-    for opt in sorted(chosen, key=lambda o: (o.stage, o.method)):
+    for opt in sorted((p for o in chosen for p in o.parts), key=lambda o: (o.stage, o.method)):
         steps.setdefault((opt.method, opt.setting), []).extend(opt.layers)
     return Plan(tuple(Step(get_method(method).config_cls(**dict(setting)), Selector(layers=tuple(layers)))
                       for (method, setting), layers in steps.items()), seed=seed)

@@ -38,6 +38,9 @@ class SweepSettings:
     # auto's search: a setting harsher than one that alone dropped the metric by more than this is not
     # measured (it cannot be part of a plan within that budget); None measures every setting
     stop_above: float | None = None
+    # auto's 'disk' objective: each point also records the estimated compact bytes of the tensors it changed
+    # (``compact_before`` / ``compact_after``; see ``_disk.unit_compact_bytes``)
+    compact_sizes: bool = False
 
     def replace(self, **changes: Any) -> SweepSettings:
         return dataclasses.replace(self, **changes)

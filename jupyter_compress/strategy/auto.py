@@ -8,6 +8,11 @@
    and the time budget (``time_budget_s``, sensitivity included) are respected; whatever happens, the
    best plan found and the frontier of every measured trade-off are returned, saying if the budget
    was missed. The plan is an ordinary, reproducible plan.
+
+``objective='size'`` counts bytes in memory (pruned layers at their sparse encoding), ``'latency'`` the median
+time of a call, and ``'disk'`` (alias ``'artifact'``) the bytes of the compact artifact ``save(model, plan, path,
+compact=True)`` writes (codec zstd), measured for every plan tried; under 'disk' a unit may hold a sparsity and
+a precision option together (prune, then share its weights: Deep Compression). See :mod:`._disk`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..core.metrics import measure_latency
 from ..core.plan import Plan
 from ..core.report import Report
 from ..errors import InvalidConfigError
+from ._disk import OBJECTIVES, artifact_bytes, disk_options, objective_of
 from ._search import greedy, options_from, plan_of
 from ._settings import DEFAULT_RATIOS, SweepSettings
 from .sensitivity import Sensitivity, measure_plan, sweep
@@ -97,8 +103,10 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
            max_trials: int = 20, time_budget_s: float | None = None) -> AutoResult:
     """:func:`auto` with the sensitivity sweep's settings as one value (their own ``time_budget_s`` is
     replaced by a share of this one)."""
-    if objective not in ("size", "latency"):
-        raise InvalidConfigError(f"objective must be 'size' or 'latency'; got {objective!r}.")
+    if objective_of(objective) is None:
+        raise InvalidConfigError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))} ('artifact' is "
+                                 f"'disk'); got {str(objective)[:60]!r}.")
+    objective = objective_of(objective)
     if not isinstance(max_drop, (int, float)) or max_drop < 0:
         raise InvalidConfigError(f"max_drop must be a number >= 0 (e.g. 0.01); got {max_drop!r}.")
     if not isinstance(max_trials, int) or max_trials < 1:
@@ -108,7 +116,7 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
     # harsher settings of a unit are not measured once a milder one alone drops past the budget: a plan within
     # max_drop cannot hold them (drops are taken to add up and not to be negative)
     sens = sweep(model, settings.replace(time_budget_s=None if time_budget_s is None else 0.6 * time_budget_s,
-                                         stop_above=max_drop))
+                                         stop_above=max_drop, compact_sizes=objective == "disk"))
     seed = settings.seed
     probes = settings.probes()
     inputs = settings.inputs(probes)
@@ -118,8 +126,8 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
     shared = {"model": model, "scorer": scorer, "baseline": scorer.prepare(model), "example_inputs": inputs,
               "data": settings.data, "keep_model": True}
     base_latency = measure_latency(model, inputs, max_time_s=1.0).median_ms if objective == "latency" else None
-    key = "storage_bytes" if objective == "size" else "latency_ms"
-    options = options_from(sens.points, objective)
+    key = {"size": "storage_bytes", "latency": "latency_ms", "disk": "compact_bytes"}[objective]
+    options = disk_options(sens.points) if objective == "disk" else options_from(sens.points, objective)
     trials: list[dict[str, Any]] = []
     seen: dict[str, dict[str, Any]] = {}
     best: dict[str, Any] = {}
@@ -142,6 +150,9 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
              "params": record["params_after"], "feasible": record["drop"] <= max_drop}
         if objective == "latency":
             t["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
+        if objective == "disk":  # measured: both artifacts written and counted
+            sizes = artifact_bytes(new, plan)
+            t["compact_bytes"], t["artifact_bytes"] = sizes["disk_compact_bytes"], sizes["disk_artifact_bytes"]
         seen[text] = t
         trials.append(t)
         better = (t["feasible"], -t[key] if t["feasible"] else -t["drop"])
@@ -196,6 +207,15 @@ def _result(model, best, trials, sens, shared, max_drop, objective, key, base_la
         report.metrics_after = {shared["scorer"].name: t["metric"]}
         if base_latency is not None:
             report.metrics_before["latency_ms"], report.metrics_after["latency_ms"] = base_latency, t["latency_ms"]
+        if objective == "disk":
+            from ..io.artifact import record_artifact_sizes
+
+            record_artifact_sizes(report, model, best["model"])
+    if objective == "disk":
+        notes.append("objective='disk' counts the bytes of the compact artifact (save(model, plan, path, "
+                     "compact=True), codec zstd), measured for every plan tried; a layer's options are estimated "
+                     "from its changed tensors in the compact encoding, pruning and weight sharing stacked. The "
+                     "report's disk_*_bytes are of artifacts with the report in their manifest (a few KB more).")
     if not trials:
         notes.append("No plan could be tried: no method compressed any layer; see the sensitivity summary.")
     elif not met:

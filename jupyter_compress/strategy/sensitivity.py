@@ -72,8 +72,15 @@ def _nothing(report) -> str:
 
 
 def _measure_point(shared: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    record = measure_plan(shared, point_plan(item["method"], item["setting"], item["layers"], item["seed"]))
-    record.pop("_model")
+    plan = point_plan(item["method"], item["setting"], item["layers"], item["seed"])
+    if not shared.get("compact_sizes"):
+        record = measure_plan(shared, plan)
+        record.pop("_model")
+        return record
+    from ._disk import unit_compact_bytes
+
+    record = measure_plan({**shared, "keep_model": True}, plan)
+    record.update(unit_compact_bytes(shared["model"], record.pop("_model")))
     return record
 
 
@@ -143,7 +150,9 @@ def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
     key = fingerprint(state_dict_hash(model), probes, s.data, callable_fingerprint(s.eval), scorer.name,
                       s.higher_is_better, s.seed, s.subsample, __version__)
     cache = JsonCache(s.cache_dir, "sensitivity", key, {"metric": scorer.name, "baseline": baseline})
-    pending = {k: v for k, v in items.items() if k not in cache.points}
+    # a point cached without the compact estimate a 'disk' search needs is measured again
+    pending = {k: v for k, v in items.items()
+               if k not in cache.points or (s.compact_sizes and "compact_after" not in cache.points[k])}
     reused = len(items) - len(pending)
     deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
 
@@ -151,7 +160,7 @@ def sweep(model: nn.Module, settings: SweepSettings) -> Sensitivity:
         return (deadline is not None and time.monotonic() > deadline) or bool(s.should_stop and s.should_stop())
 
     shared = {"model": model, "scorer": scorer, "baseline": baseline, "example_inputs": example_inputs,
-              "data": s.data}
+              "data": s.data, "compact_sizes": s.compact_sizes}
     measured, pruned, note = 0, 0, None
     if s.stop_above is None:
         outcome = run_sweep(_measure_point, pending, shared=shared, executor=s.executor, progress=s.progress,
