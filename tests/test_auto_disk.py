@@ -132,3 +132,29 @@ def test_magic_option_accepts_disk():
     assert args.auto and args.objective == "disk"
     with pytest.raises(options.OptionsError, match="invalid choice: 'disks'"):
         options.parse_args(["model", "--auto", "--objective", "disks"])
+
+
+def test_only_a_sparsity_option_goes_before_another_in_a_stack():
+    # a factorization or an int8 step replaces the layer with another type that the next step cannot take
+    # (found by a user's `%compress cnn --auto --objective disk`: Tucker, then pruning 'conv2', a TuckerConv2d)
+    point = dict(family="f", unit="conv2", layers=["conv2"], ratio=0.5, drop=0.001, compact_before=1000,
+                 compact_after=500)
+    points = [{**point, "method": "tucker", "setting": {"rank": 0.5}},
+              {**point, "method": PRUNE, "setting": {"amount": 0.5}},
+              {**point, "method": "quantize.weight", "setting": {"bits": 8}},
+              {**point, "method": CLUSTER, "setting": {"bits": 4}}]
+    stacks = [o for o in disk_options(points) if isinstance(o, Stack)]
+    assert sorted(tuple(p.method for p in s.parts) for s in stacks) == sorted(
+        [(PRUNE, "quantize.weight"), (PRUNE, CLUSTER)])
+
+
+def test_disk_search_on_a_cnn_with_every_default_method_runs_its_plans():
+    from jupyter_compress.examples.digits import evaluate, train_digits_cnn
+
+    cnn, X, y = train_digits_cnn(epochs=2)
+    before = state_dict_hash(cnn)
+    result = auto(cnn, eval=evaluate(X, y), objective="disk", max_drop=0.01, max_trials=6, progress=False)
+    assert result.trials and result.plan is not None
+    assert state_dict_hash(cnn) == before
+    small, _ = compress(cnn, result.plan, measure=False)  # the plan found replays as an ordinary plan
+    assert artifact_sizes(small, result.plan)["disk_compact_bytes"] < artifact_sizes(cnn)["disk_compact_bytes"]

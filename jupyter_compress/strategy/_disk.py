@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.registry import STAGES
 from ._search import Option
 
 __all__ = ["OBJECTIVES", "objective_of", "unit_compact_bytes", "artifact_bytes", "Stack", "disk_options"]
@@ -120,13 +121,18 @@ def disk_options(points: list[dict[str, Any]]) -> list[Option | Stack]:
     for each unit every stack of one option per stage, two stages or more (see the module docstring)."""
     single = _single(points)
     by_unit: dict[tuple[str, ...], dict[tuple, list[tuple[Option, float, float]]]] = {}
-    for item in single:
-        by_unit.setdefault(item[0].layers, {}).setdefault(item[0].stage, []).append(item)
+    for item in single:  # grouped by stage (sparsity, precision, ...), not by method: one option per stage
+        by_unit.setdefault(item[0].layers, {}).setdefault(item[0].stage[0], []).append(item)
     out: list[Option | Stack] = [item[0] for item in single]
     for stages in by_unit.values():
         groups = [stages[s] for s in sorted(stages)]
         for size in range(2, len(groups) + 1):
             for chosen in itertools.combinations(groups, size):
+                # every part but the last must leave the layer's type as it was, or the next step cannot take
+                # it (a Tucker factorization, then pruning 'conv2', finds a TuckerConv2d; int8, then
+                # sharing, a quantized layer): sparsity steps zero weights in place, the others replace it
+                if any(group[0][0].stage[0] != STAGES["sparsity"] for group in chosen[:-1]):
+                    continue
                 for combo in itertools.product(*chosen):
                     before = max(b for _, b, _ in combo)
                     kept = before
