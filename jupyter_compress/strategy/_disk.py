@@ -3,8 +3,8 @@ codec zstd), with options of different stages stacked on one layer (Deep Compres
 
 Two measures, one real and one estimated:
 
-- every plan ``auto`` tries is measured for real: :func:`artifact_bytes` writes its dense and compact artifacts
-  (:func:`~jupyter_compress.io.artifact.artifact_sizes`) and counts their bytes;
+- every plan ``auto`` tries is measured for real: :func:`compact_artifact_bytes` writes its compact artifact
+  and counts its bytes;
 - a sensitivity point (one method, one setting, one unit) is estimated by :func:`unit_compact_bytes`: the
   tensors the point changed (those whose value, shape or dtype differs, the new ones and the removed ones)
   encoded by the compact format itself (:func:`~jupyter_compress.io.compact.encode`: sparse forms, packed
@@ -33,7 +33,7 @@ from torch import nn
 from ..core.registry import STAGES
 from ._search import Option
 
-__all__ = ["OBJECTIVES", "objective_of", "unit_compact_bytes", "artifact_bytes", "Stack", "disk_options"]
+__all__ = ["OBJECTIVES", "objective_of", "unit_compact_bytes", "compact_artifact_bytes", "Stack", "disk_options"]
 
 # objective names auto accepts -> the objective they mean
 OBJECTIVES = {"size": "size", "latency": "latency", "disk": "disk", "artifact": "disk"}
@@ -75,12 +75,16 @@ def unit_compact_bytes(before: nn.Module, after: nn.Module) -> dict[str, int]:
     return {"compact_before": _encoded(gone), "compact_after": _encoded(came)}
 
 
-def artifact_bytes(model: nn.Module, plan: Any) -> dict[str, int]:
-    """The measured bytes of ``model``'s dense artifact and of its compact one (codec zstd), as
-    :func:`~jupyter_compress.io.artifact.artifact_sizes` writes them."""
-    from ..io.artifact import artifact_sizes
+def compact_artifact_bytes(model: nn.Module, plan: Any) -> int:
+    """The measured bytes of the compact artifact (codec zstd) that ``save(model, plan, path, compact=True)``
+    writes; only that file is written (a trial's rank needs no dense one)."""
+    import tempfile
+    from pathlib import Path
 
-    return artifact_sizes(model, plan, codec="zstd")
+    from ..io.artifact import save
+
+    with tempfile.TemporaryDirectory() as folder:
+        return save(model, plan, Path(folder) / "compact.safetensors", compact=True, codec="zstd").stat().st_size
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,7 @@ from ..core.metrics import measure_latency
 from ..core.plan import Plan
 from ..core.report import Report
 from ..errors import InvalidConfigError
-from ._disk import OBJECTIVES, artifact_bytes, disk_options, objective_of
+from ._disk import OBJECTIVES, compact_artifact_bytes, disk_options, objective_of
 from ._search import greedy, options_from, plan_of
 from ._settings import DEFAULT_RATIOS, SweepSettings
 from .sensitivity import Sensitivity, measure_plan, sweep
@@ -150,9 +150,8 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
              "params": record["params_after"], "feasible": record["drop"] <= max_drop}
         if objective == "latency":
             t["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
-        if objective == "disk":  # measured: both artifacts written and counted
-            sizes = artifact_bytes(new, plan)
-            t["compact_bytes"], t["artifact_bytes"] = sizes["disk_compact_bytes"], sizes["disk_artifact_bytes"]
+        if objective == "disk":  # measured: the compact artifact written and counted
+            t["compact_bytes"] = compact_artifact_bytes(new, plan)
         seen[text] = t
         trials.append(t)
         better = (t["feasible"], -t[key] if t["feasible"] else -t["drop"])
