@@ -21,6 +21,7 @@ import os
 import tempfile
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from ...core.metrics import count_nonzero, count_params, eval_mode
 from ._common import BackendUnavailableError, quiet
-from .ort import _Flat, _rebuild, _spec, flat_call
+from .ort import _Flat, _flatten, _rebuild, _spec, flat_call
 
 __all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer",
            "quiet_tools"]
@@ -82,7 +83,17 @@ def is_transformer(module: nn.Module) -> bool:
 
 
 class OvModule(nn.Module):
-    """Runs an OpenVINO IR on the CPU plugin; called like the module it replaces."""
+    """Runs an OpenVINO IR on the CPU plugin; called like the module it replaces.
+
+    Sequence buckets (``seq_bucket`` > 0, set at export for a model called with an ``attention_mask``): the
+    token inputs are padded with masked positions up to the next multiple of ``seq_bucket``, each padded length
+    runs on its own graph compiled for that length (batch still dynamic), and the outputs are cut back to the
+    real length. The CPU plugin runs a graph of known sequence length 15-25% faster than the dynamic-shape one
+    (MiniLM int8 here: 29 against 35 ms at batch 32 x 56 tokens, 1.05 against 1.45 ms at batch 1). The output
+    depends only on the input's shape and values, never on which lengths were seen before: a length always
+    runs on its own graph (compiled again, identically, if it was dropped from the cache)."""
+
+    MAX_GRAPHS = 8  # compiled lengths kept (MiniLM int8: ~0.3 s to compile one)
 
     def __init__(self, xml: bytes, weights: bytes, slots, input_names, out_spec, carried: dict[str, Any],
                  label: str, precision: str = "float32"):
@@ -95,31 +106,44 @@ class OvModule(nn.Module):
         self.precision = precision
         for key, value in carried.items():  # e.g. a Hugging Face `config` that callers read
             object.__setattr__(self, key, value)
-        self._compiled = None
-        self._threads = None
-        self._infer = None  # (compiled model, its infer request): one request, calls serialised by the lock
-        self._outputs = 0
+        self.seq_bucket = 0  # 0: one dynamic-shape graph
+        self.mask_input = -1  # the feed position of the attention mask (its axis 1 is the sequence)
+        self.pad_inputs: tuple[int, ...] = ()  # feed positions padded along axis 1 (ids, mask, token types)
+        self.seq_axes: tuple[tuple[int, ...], ...] = ()  # per output: its axes that follow the sequence length
+        self._graphs: OrderedDict = OrderedDict()  # (threads, precision, length) -> (compiled, request, outputs)
         self._lock = threading.Lock()
         self.weight_counts = (0, 0)
 
     def held_parameters(self, nonzero: bool = False) -> int:
         return int(getattr(self, "weight_counts", (0, 0))[1 if nonzero else 0])
 
-    def compiled(self):
-        threads = torch.get_num_threads()
-        if self._compiled is None or self._threads != threads:
-            import numpy as np
-            import openvino as ov
+    def _graph(self, length: int | None):
+        """The compiled graph (and its one infer request) for a padded sequence length, or None: dynamic."""
+        key = (torch.get_num_threads(), self.precision, length)
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            return self._graphs[key]
+        import numpy as np
+        import openvino as ov
 
-            core = ov.Core()
-            model = core.read_model(self.ov_xml.numpy().tobytes().decode(),
-                                    ov.Tensor(np.ascontiguousarray(self.ov_weights.numpy())))
-            self._compiled = core.compile_model(model, "CPU", {
-                "INFERENCE_NUM_THREADS": threads,  # torch's threads: a fair comparison
-                "INFERENCE_PRECISION_HINT": {"float32": ov.Type.f32, "bfloat16": ov.Type.bf16}[self.precision],
-                "PERFORMANCE_HINT": "LATENCY"})
-            self._threads = threads
-        return self._compiled
+        core = ov.Core()
+        model = core.read_model(self.ov_xml.numpy().tobytes().decode(),
+                                ov.Tensor(np.ascontiguousarray(self.ov_weights.numpy())))
+        if length is not None:
+            model.reshape({model.inputs[i]: ov.PartialShape([ov.Dimension(), ov.Dimension(length)])
+                           for i in self.pad_inputs})
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": key[0],  # torch's threads: a fair comparison
+            "INFERENCE_PRECISION_HINT": {"float32": ov.Type.f32, "bfloat16": ov.Type.bf16}[self.precision],
+            "PERFORMANCE_HINT": "LATENCY"})
+        self._graphs[key] = (compiled, compiled.create_infer_request(), len(compiled.outputs))
+        while len(self._graphs) > self.MAX_GRAPHS:
+            self._graphs.popitem(last=False)
+        return self._graphs[key]
+
+    def compiled(self):
+        """The dynamic-shape graph, compiled for torch's current thread count."""
+        return self._graph(None)[0]
 
     def forward(self, *args, **kwargs):
         feed = []
@@ -128,31 +152,43 @@ class OvModule(nn.Module):
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
             feed.append(value.detach().cpu().contiguous().numpy())
+        return self._run(feed, self.seq_bucket)
+
+    def _run(self, feed: list, bucket: int):
+        import numpy as np
         import openvino as ov
 
-        # One infer request per compiled model, inputs shared (no copy), outputs copied out of its buffers.
+        length = real = None
+        if bucket and 0 <= self.mask_input < len(feed) and feed[self.mask_input].ndim == 2:
+            real = feed[self.mask_input].shape[1]
+            length = max(bucket, -(-real // bucket) * bucket)
+            if length != real:
+                for i in self.pad_inputs:  # masked positions after the real ones (zeros: mask 0, ids 0)
+                    padded = np.zeros((feed[i].shape[0], length), dtype=feed[i].dtype)
+                    padded[:, :real] = feed[i]
+                    feed[i] = padded
+        # One infer request per compiled graph, inputs shared (no copy), outputs copied out of its buffers.
         # At batch 1 a MiniLM call takes ~1 ms, and CompiledModel.__call__'s input dispatch (type checks per
         # call) cost ~7% of it here; the request's own API does not.
         with self._lock:
-            request = self._request()
+            _, request, count = self._graph(length)
             for i, array in enumerate(feed):
                 request.set_input_tensor(i, ov.Tensor(array, shared_memory=True))
             request.infer()
-            outputs = [torch.from_numpy(request.get_output_tensor(i).data.copy()) for i in range(self._outputs)]
+            outputs = []
+            for i in range(count):
+                data = request.get_output_tensor(i).data
+                if length is not None and length != real:
+                    axes = self.seq_axes[i] if i < len(self.seq_axes) else ()
+                    data = data[tuple(slice(0, real) if a in axes and data.shape[a] == length else slice(None)
+                                      for a in range(data.ndim))]
+                outputs.append(torch.from_numpy(np.array(data, copy=True, order="C")))
         return _rebuild(self.out_spec, outputs)
-
-    def _request(self):
-        compiled = self.compiled()
-        if self._infer is None or self._infer[0] is not compiled:
-            self._infer = (compiled, compiled.create_infer_request())
-            self._outputs = len(compiled.outputs)
-        return self._infer[1]
 
     resizable_buffers = ("ov_xml", "ov_weights")
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._compiled = None
-        self._infer = None
+        self._graphs = OrderedDict()
         for key in self.resizable_buffers:
             saved = state_dict.get(prefix + key)
             if isinstance(saved, torch.Tensor) and saved.dtype == torch.uint8 and saved.shape != getattr(self, key).shape:
@@ -161,8 +197,7 @@ class OvModule(nn.Module):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_compiled"] = None  # compiled models cannot be copied; rebuilt from the IR on first call
-        state["_infer"] = None
+        state["_graphs"] = OrderedDict()  # compiled models cannot be copied; rebuilt from the IR on first call
         state["_lock"] = None
         return state
 
@@ -172,7 +207,8 @@ class OvModule(nn.Module):
 
     def extra_repr(self) -> str:
         size = (self.ov_xml.numel() + self.ov_weights.numel()) / 2**20
-        return f"{self.label}, openvino IR={size:.2f} MiB, precision={self.precision}"
+        shapes = f", sequence padded to a multiple of {self.seq_bucket}" if self.seq_bucket else ""
+        return f"{self.label}, openvino IR={size:.2f} MiB, precision={self.precision}{shapes}"
 
 
 def canonical_names(model) -> None:
@@ -189,11 +225,66 @@ def canonical_names(model) -> None:
         op.set_friendly_name(f"{stem}#{index}")
 
 
+def _sequence_layout(names: list[str], tensors: list[torch.Tensor], model) -> tuple | None:
+    """(mask input, inputs to pad, sequence axes per output) when the call can be padded along its sequence:
+    it has a 2-D ``attention_mask``, every input carrying the sequence length is a 2-D integer tensor of the
+    mask's shape (token ids, token types, positions), and the outputs' sequence axes are the ones the
+    converter left dynamic past the batch axis. None otherwise (the graph stays dynamic)."""
+    if "attention_mask" not in names:
+        return None
+    mask = names.index("attention_mask")
+    if tensors[mask].dim() != 2:
+        return None
+    shape, length = tensors[mask].shape, tensors[mask].shape[1]
+    pad = tuple(i for i, t in enumerate(tensors)
+                if i == mask or (t.dim() == 2 and t.shape == shape and not t.is_floating_point()))
+    if any(i not in pad and t.dim() >= 2 and length in t.shape[1:] for i, t in enumerate(tensors)):
+        return None  # e.g. embeddings given as floats: padding them is not ours to decide
+    axes = []
+    for out in model.outputs:
+        shape_ = out.get_partial_shape()
+        if shape_.rank.is_dynamic:
+            return None
+        axes.append(tuple(a for a in range(1, shape_.rank.get_length()) if shape_[a].is_dynamic))
+    return mask, pad, tuple(axes)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.reshape(-1).double(), b.reshape(-1).double()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0)) if a.numel() else 1.0
+
+
+def _use_buckets(module: OvModule, layout: tuple | None, tensors: list[torch.Tensor], bucket: int) -> str:
+    """Turn sequence buckets on when the padded graph gives the dynamic graph's output on the export call
+    (cosine >= 0.999 per output, same shapes); a note saying which shapes the module runs."""
+    if not bucket:
+        return "dynamic shapes (seq_bucket=0)"
+    if layout is None:
+        return "dynamic shapes (not called with a 2-D attention_mask over token inputs)"
+    module.mask_input, module.pad_inputs, module.seq_axes = layout
+    feed = [t.detach().cpu().contiguous().numpy() for t in tensors]
+    try:
+        dynamic = _flatten(module._run(list(feed), 0))
+        padded = _flatten(module._run(list(feed), bucket))
+        ok = len(dynamic) == len(padded) and all(
+            a.shape == b.shape and _cosine(a, b) >= 0.999 for a, b in zip(dynamic, padded))
+    except Exception as exc:  # a graph that cannot take a fixed length: dynamic, and say why
+        ok, why = False, f"{type(exc).__name__}: {str(exc)[:80]}"
+    else:
+        why = "its padded output differs from the dynamic one"
+    module._graphs.clear()
+    if not ok:
+        return f"dynamic shapes (sequence buckets not used: {why})"
+    module.seq_bucket = bucket
+    return f"sequence padded to a multiple of {bucket}, one graph per length"
+
+
 def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, label: str,
-                    calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None
-                    ) -> OvModule:
+                    calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None,
+                    seq_bucket: int = 0) -> OvModule:
     """Convert ``region`` (as called with ``args``/``kwargs``) to OpenVINO; with ``calibration`` (the
-    region's recorded calls), quantize it to int8 with NNCF on them. Float otherwise."""
+    region's recorded calls), quantize it to int8 with NNCF on them. Float otherwise. ``seq_bucket``: see
+    :class:`OvModule` (used when the call allows it and the padded graph agrees with the dynamic one)."""
     import openvino as ov
 
     slots, tensors, names = flat_call(args, kwargs)
@@ -217,6 +308,7 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
             model = nncf.quantize(model, nncf.Dataset(feeds or [[t.numpy() for t in tensors]]),
                                   subset_size=max(1, len(feeds)), **extra)
         canonical_names(model)
+        layout = _sequence_layout(names, tensors, model)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.xml")
             ov.save_model(model, path, compress_to_fp16=False)
@@ -228,5 +320,6 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
     module = OvModule(xml, weights, slots, names, _spec(output), carried, label)
     module.weight_counts = (count_params(region), count_nonzero(region))
     module.transformer = bool(calibration) and transformer
+    module.shapes_note = _use_buckets(module, layout, tensors, seq_bucket)
     return module
 
