@@ -60,10 +60,11 @@ class DynamicQuantConfig(MethodConfig):
                              "data exceeds this (0 = quantize every selected Linear)", check=Interval(0.0, 10.0))
     compare_routes: bool = param(True, help="time float, torch int8 and ONNX Runtime int8 on the first "
                                  "calibration batch and put the trade-off in the report notes", check=Boolean())
-    seq_bucket: int = param(8, help="OpenVINO routes of a model called with an attention_mask: pad the sequence "
-                            "to a multiple of this and run each length on its own compiled graph (15-25 percent faster "
-                            "than one dynamic-shape graph on CPU; ~0.3 s to compile a new length for MiniLM); "
-                            "0: one dynamic-shape graph", check=Interval(0, 512, integer=True))
+    seq_bucket: int = param(0, help="OpenVINO routes of a model called with a 2-D attention_mask: pad the "
+                            "sequence to a multiple of this and run each length on its own compiled graph (MiniLM "
+                            "int8: 13-25 percent faster at a repeated shape, but ~0.3 s and ~60 MB per new length; "
+                            "for serving at fixed or few lengths); 0: one dynamic-shape graph",
+                            check=Interval(0, 512, integer=True))
     routes: dict | None = param(None, help="with backend='auto': the route of each region, by module name "
                                 "(recorded in the plan when the regions took different routes; a replay builds "
                                 "these without measuring)", check=ChoiceMap(*ROUTES))
