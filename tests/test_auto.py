@@ -89,3 +89,29 @@ def test_settings_harsher_than_one_already_past_the_budget_are_not_measured(tmp_
             expected = all(q["drop"] <= 0.02 for q in chain[:i])
             assert ((method, unit, p["ratio"]) in got) == expected, (method, unit, p["ratio"])
     assert any("not measured" in n for n in res.notes)
+
+
+def test_a_plan_that_fails_is_skipped_and_named_not_the_end_of_the_search(tmp_path, monkeypatch):
+    # fault injection: every second plan auto verifies raises (as a combination a method cannot take would);
+    # the plans measured before and after it still count, the failure is named, the model is untouched
+    import jupyter_compress.strategy.auto as auto_module
+
+    model, X, y = digits()
+    before = state_dict_hash(model)
+    real, calls = auto_module.measure_plan, []
+
+    def flaky(shared, plan):
+        calls.append(plan)
+        if len(calls) % 2 == 0:
+            raise RuntimeError("this combination cannot be built")
+        return real(shared, plan)
+
+    monkeypatch.setattr(auto_module, "measure_plan", flaky)
+    res = auto(model, eval=accuracy_eval(X, y), max_drop=0.02, max_trials=6, cache_dir=tmp_path, **KW)
+    failures = len(calls) // 2
+    assert failures >= 1 and len(res.trials) == len(calls) - failures  # failed plans are not trials
+    assert len(calls) <= 6  # failures count against max_trials
+    note = next(n for n in res.notes if "failed and were skipped" in n)
+    assert f"{failures} plan(s)" in note and "RuntimeError: this combination cannot be built" in note
+    assert res.plan is not None and res.plan.to_json() in {t["plan"].to_json() for t in res.trials}
+    assert state_dict_hash(model) == before

@@ -139,8 +139,26 @@ def test_the_int8_preset_records_the_bucket_and_replays_bit_identically(tmp_path
         assert torch.equal(loaded(**probe).logits, logits)
 
 
+def test_runtime_serves_a_bare_bert_model_with_buckets_and_replays_it():
+    model = _bert()  # the model itself is the graph (unit 'model'): called with ids and a 2-D mask
+    example = _batch([10, 3])
+    served, report = jc.compress(model, jc.RuntimeConfig(backend="openvino", seq_bucket=8), example_inputs=example)
+    assert isinstance(served, OvModule) and served.seq_bucket == 8
+    assert report.plan["steps"][0]["seq_bucket"] == 8
+    probe = _batch([13, 5], seed=9)
+    real = probe["attention_mask"].bool()
+    replayed, _ = jc.compress(model, report.plan, example_inputs=example)
+    with torch.no_grad():
+        out, ref = served(**probe), model(**probe)
+        assert out.last_hidden_state.shape == (2, 13, 64)
+        # float32 graph against PyTorch float32, as in the first test
+        torch.testing.assert_close(out.last_hidden_state[real], ref.last_hidden_state[real], rtol=0, atol=1e-4)
+        assert torch.equal(replayed(**probe).last_hidden_state, out.last_hidden_state)
+
+
 @pytest.mark.parametrize("value", [-1, 513, 2.5, True, "8"])
-def test_a_bad_seq_bucket_is_a_one_line_error_naming_it(value):
+@pytest.mark.parametrize("config", ["DynamicQuantConfig", "RuntimeConfig"])
+def test_a_bad_seq_bucket_is_a_one_line_error_naming_it(value, config):
     with pytest.raises(jc.InvalidConfigError, match="seq_bucket") as err:
-        jc.DynamicQuantConfig(seq_bucket=value)
+        getattr(jc, config)(seq_bucket=value)
     assert "\n" not in str(err.value)

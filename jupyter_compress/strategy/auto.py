@@ -129,12 +129,13 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
     key = {"size": "storage_bytes", "latency": "latency_ms", "disk": "compact_bytes"}[objective]
     options = disk_options(sens.points) if objective == "disk" else options_from(sens.points, objective)
     trials: list[dict[str, Any]] = []
+    failed: list[str] = []  # plans that raised: counted against max_trials, named in the notes
     seen: dict[str, dict[str, Any]] = {}
     best: dict[str, Any] = {}
     notes: list[str] = []
 
     def out_of_budget() -> bool:
-        return len(trials) >= max_trials or (deadline is not None and time.monotonic() > deadline)
+        return len(trials) + len(failed) >= max_trials or (deadline is not None and time.monotonic() > deadline)
 
     def trial(chosen) -> dict[str, Any] | None:
         if not chosen:
@@ -143,15 +144,23 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
         text = plan.to_json()
         if text in seen or out_of_budget():
             return seen.get(text)
-        record = measure_plan(shared, plan)
-        new = record.pop("_model")
-        t = {"plan": plan, "chosen": chosen, "metric": record["metric"], "drop": record["drop"],
-             "storage_bytes": record["storage_after"], "bytes": record["bytes_after"],
-             "params": record["params_after"], "feasible": record["drop"] <= max_drop}
-        if objective == "latency":
-            t["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
-        if objective == "disk":  # measured: the compact artifact written and counted
-            t["compact_bytes"] = compact_artifact_bytes(new, plan)
+        try:
+            record = measure_plan(shared, plan)
+            new = record.pop("_model")
+            t = {"plan": plan, "chosen": chosen, "metric": record["metric"], "drop": record["drop"],
+                 "storage_bytes": record["storage_after"], "bytes": record["bytes_after"],
+                 "params": record["params_after"], "feasible": record["drop"] <= max_drop}
+            if objective == "latency":
+                t["latency_ms"] = measure_latency(new, inputs, max_time_s=1.0).median_ms
+            if objective == "disk":  # measured: the compact artifact written and counted
+                t["compact_bytes"] = compact_artifact_bytes(new, plan)
+        except Exception as exc:  # one plan that fails (a combination a method cannot take, the eval on it)
+            # ends neither the search nor the plans already measured; it is not retried and the notes name it
+            # (KeyboardInterrupt is not an Exception: an interrupt still stops the search)
+            why = str(exc).splitlines()[0][:160] if str(exc) else ""
+            failed.append(f"[{_describe(chosen)}] {type(exc).__name__}: {why}")
+            seen[text] = {"feasible": False, "failed": True}
+            return seen[text]
         seen[text] = t
         trials.append(t)
         better = (t["feasible"], -t[key] if t["feasible"] else -t["drop"])
@@ -191,7 +200,17 @@ def search(model: nn.Module, settings: SweepSettings, *, max_drop: float = 0.01,
     if not trials:  # even the mildest estimate found nothing: measure the safest options themselves
         for opt in sorted(options, key=lambda o: o.drop)[:3]:
             trial((opt,))
+    if failed:
+        notes.append(f"{len(failed)} plan(s) failed and were skipped: " + "; ".join(failed[:3])
+                     + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "") + ".")
     return _result(model, best, trials, sens, shared, max_drop, objective, key, base_latency, notes, start)
+
+
+def _describe(chosen) -> str:
+    """A plan's options in a few words (for a note), e.g. 'prune amount=0.5 on fc1; svd rank=0.25 on fc2'."""
+    parts = [f"{o.method} {' '.join(f'{k}={v}' for k, v in o.setting)} on {', '.join(o.layers)}"
+             for option in chosen for o in option.parts]
+    return "; ".join(parts[:4]) + ("; ..." if len(parts) > 4 else "")
 
 
 def _result(model, best, trials, sens, shared, max_drop, objective, key, base_latency, notes, start):
