@@ -147,3 +147,21 @@ def test_an_address_where_no_scheduler_answers_is_a_one_line_error():
 
     with pytest.raises(InvalidConfigError, match=r"tcp://127\.0\.0\.1:1.*no Dask scheduler answered.*dask scheduler"):
         as_executor("tcp://127.0.0.1:1")
+
+
+def test_batches_shrink_towards_the_end_so_workers_finish_together():
+    # the first item is timed here (~20 ms of sleep); task_s 0.1 s asks for ~5 items a batch
+    pool = ProcessPool(2, task_s=0.1)
+    items = {i: i for i in range(41)}
+    plan = pool._plan(lambda shared, item: time.sleep(0.02) or item, None, items)
+    first = []
+    try:
+        while True:
+            first.append(next(plan))
+    except StopIteration as stop:
+        batches = stop.value
+    assert [key for key, _ in first] == [0]  # only the first item ran here
+    sizes = [len(b) for b in batches]
+    assert sum(sizes) == 40 and [k for b in batches for k, _ in b] == list(range(1, 41))  # each once, in order
+    assert sizes == sorted(sizes, reverse=True)  # never larger than the one before
+    assert sizes[0] >= 3 and sizes[-2:] == [1, 1]  # full batches first, single items last

@@ -116,7 +116,14 @@ class _Sized:
             return None
         per = max(1, round(self.task_s / each))
         per = min(per, max(1, -(-len(rest) // (4 * self.workers))))  # >= 4 batches per worker: balance
-        batches = [rest[i:i + per] for i in range(0, len(rest), per)]
+        # guided sizes: batches of ``per`` while there is plenty left, then smaller (the remaining points over
+        # twice the workers), down to single points, so the workers finish together instead of one waiting
+        # out another's last full batch
+        batches, i = [], 0
+        while i < len(rest):
+            size = max(1, min(per, -(-(len(rest) - i) // (2 * self.workers))))
+            batches.append(rest[i:i + size])
+            i += size
         self.note = (f"Ran on {self.name} ({self.workers} workers): {len(rest)} points in {len(batches)} tasks of "
                      f"up to {per} ({each * 1e3:.0f} ms a point measured here first).")
         return batches
