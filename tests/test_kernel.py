@@ -72,3 +72,25 @@ def test_usage_error_in_a_kernel_is_one_line_without_traceback(kernel):
     text = "".join(c.get("text", "") + "".join(c.get("traceback", [])) for c in shown)
     assert text.strip().startswith("UsageError: %compress: --prune 1.5: The 'amount' parameter")
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1
+
+
+def test_openvino_route_shows_the_report_not_the_quantizers_progress_bars(kernel):
+    pytest.importorskip("nncf")
+    pytest.importorskip("transformers")
+    reply, _ = execute(kernel, (
+        "import torch, transformers\ntorch.manual_seed(0)\n"
+        "cfg = transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,"
+        " intermediate_size=64, num_labels=2)\n"
+        "clf = transformers.BertForSequenceClassification(cfg).eval()\n"
+        "enc = {'input_ids': torch.randint(1, 300, (4, 9)), 'attention_mask': torch.ones(4, 9, dtype=torch.long)}\n"
+        "%load_ext jupyter_compress"))
+    assert reply["status"] == "ok", reply
+    reply, outputs = execute(kernel, "%%compress clf --example enc --as small\nsteps:\n"
+                                     "  - {method: quantize.dynamic, backend: openvino}", timeout=300)
+    assert reply["status"] == "ok", reply
+    # NNCF's rich progress bars ("Statistics collection", "Applying Smooth Quant") drew themselves as widget
+    # outputs in the notebook; only our report (and our own progress) may show
+    shown = " ".join(str(m["content"].get("data", {}).get("text/plain", "")) + m["content"].get("text", "")
+                     for m in outputs if m["msg_type"] in ("display_data", "update_display_data", "stream"))
+    assert "Statistics collection" not in shown and "Smooth Quant" not in shown
+    assert any(REPORT_MIME in m["content"].get("data", {}) for m in outputs if m["msg_type"] == "display_data")

@@ -62,18 +62,37 @@ def quiet_tools(progress: Any = None) -> Iterator[None]:
     os.environ.update({"CI": "true", "NNCF_CI": "1"})
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
+    stream = progress or io.StringIO()
+    # NNCF draws its progress bars with rich on rich's global console, which in a notebook kernel displays
+    # them as widgets (redirecting stdout does not reach those): a plain console on our stream meanwhile
+    rich, console = _swap_rich_console(stream)
     try:
-        with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(progress or io.StringIO()), \
-                contextlib.redirect_stderr(progress or io.StringIO()):
+        with quiet(), warnings.catch_warnings(), contextlib.redirect_stdout(stream), \
+                contextlib.redirect_stderr(stream):
             warnings.simplefilter("ignore")
             yield
     finally:
+        if rich is not None:
+            rich._console = console
         logging.disable(previous)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _swap_rich_console(stream) -> tuple[Any, Any]:
+    """(rich, its previous global console) after putting a plain console on ``stream`` in its place; (None,
+    None) without rich."""
+    try:
+        import rich
+        from rich.console import Console
+    except ImportError:
+        return None, None
+    previous = rich._console
+    rich._console = Console(file=stream, force_jupyter=False, force_terminal=False)
+    return rich, previous
 
 
 def is_transformer(module: nn.Module) -> bool:
@@ -89,9 +108,10 @@ class OvModule(nn.Module):
     token inputs are padded with masked positions up to the next multiple of ``seq_bucket``, each padded length
     runs on its own graph compiled for that length (batch still dynamic), and the outputs are cut back to the
     real length. The CPU plugin runs a graph of known sequence length 15-25% faster than the dynamic-shape one
-    (MiniLM int8 here: 29 against 35 ms at batch 32 x 56 tokens, 1.05 against 1.45 ms at batch 1). The output
-    depends only on the input's shape and values, never on which lengths were seen before: a length always
-    runs on its own graph (compiled again, identically, if it was dropped from the cache)."""
+    (MiniLM int8 here: 29 against 35 ms at batch 32 x 56 tokens, 1.05 against 1.45 ms at batch 1), but each new
+    length costs a compile (~0.3 s) and memory (~60 MB for MiniLM), so it is opt-in: for serving at fixed or
+    few lengths. The output depends only on the input's shape and values, never on which lengths were seen
+    before: a length always runs on its own graph (compiled again, identically, if dropped from the cache)."""
 
     MAX_GRAPHS = 8  # compiled lengths kept (MiniLM int8: ~0.3 s to compile one)
 
