@@ -162,3 +162,13 @@ def test_a_bad_seq_bucket_is_a_one_line_error_naming_it(value, config):
     with pytest.raises(jc.InvalidConfigError, match="seq_bucket") as err:
         getattr(jc, config)(seq_bucket=value)
     assert "\n" not in str(err.value)
+
+
+def test_a_whole_model_that_grew_is_named_as_such_in_the_warning():
+    # this BERT is tiny: the OpenVINO graph's structure outweighs its weights, and the report says so first,
+    # naming the replaced layer; here that layer is the model itself, which has no name of its own
+    model = _bert()
+    _, report = jc.compress(model, jc.RuntimeConfig(backend="openvino"), example_inputs=_batch([6, 4]))
+    warning = report.to_text().splitlines()[1]
+    assert warning.startswith("WARNING: LARGER than the original")
+    assert "grew: the whole model (BertModel -> BertModel, +" in warning

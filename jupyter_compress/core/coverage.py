@@ -71,7 +71,7 @@ def larger_note(before: tuple[int, int, int], after: tuple[int, int, int],
     grew.sort(reverse=True)
     what = f"{b0:,} -> {b1:,} bytes" if b1 > b0 else f"{p0:,} -> {p1:,} parameters"
     if grew:
-        layers = ", ".join(f"{n} ({o} -> {t}, +{d:,} B)" for d, n, o, t in grew[:3])
+        layers = ", ".join(f"{n or 'the whole model'} ({o} -> {t}, +{d:,} B)" for d, n, o, t in grew[:3])
         why = (f"these replaced layers grew: {layers}{', ...' if len(grew) > 3 else ''}; on layers this small the "
                f"scales, factors or runtime graph they carry outweigh what the weights save: exclude them or "
                f"use another method")
