@@ -31,6 +31,7 @@ from ._common import LINEAR_TYPES, describe_module
 from .quantize._common import calibration_batches, run_batches
 from .quantize.ort import export_quantized, ort_available
 from .quantize.ov import INSTALL, export_openvino, ov_available
+from .quantize.padding import TRIM_MODES, padding_reaches_output, trim_note
 from .quantize.regions import _flat_args, plan_regions
 from .quantize.routes import Route, bf16_capable, measure_routes
 
@@ -58,6 +59,11 @@ class RuntimeConfig(MethodConfig):
                             "multiple of this, one compiled graph per padded length (faster at repeated shapes, "
                             "~0.3 s and ~60 MB per new length for MiniLM); 0: one dynamic-shape graph",
                             check=Interval(0, 512, integer=True))
+    trim_padding: str = param("auto", help="OpenVINO blocks called with a right-padded 2-D attention_mask: run the "
+                              "rows in groups of similar length, each cut to its longest row; padded positions "
+                              "of the block's output come back as zeros. 'auto': where the model's output was "
+                              "seen not to read them (recorded in the plan); 'on': always; 'off': never",
+                              choices=TRIM_MODES)
     keep: str = param("", help="blocks that stay in PyTorch, comma-separated (auto records those where PyTorch "
                       "measured fastest, so a replay keeps them too)", check=Text(max_length=4000))
 
@@ -112,11 +118,11 @@ def _candidates(requested: str) -> list[str]:
     return out + ["torch"]
 
 
-def _build(backend: str, module: nn.Module, call, seq_bucket: int = 0) -> nn.Module:
+def _build(backend: str, module: nn.Module, call, seq_bucket: int = 0, trim: bool = False) -> nn.Module:
     args, kwargs, output = call
     label = type(module).__name__
     if backend.startswith("openvino"):
-        new = export_openvino(module, args, kwargs, output, label=label, seq_bucket=seq_bucket)
+        new = export_openvino(module, args, kwargs, output, label=label, seq_bucket=seq_bucket, trim=trim)
         new.precision = "bfloat16" if backend == "openvino-bf16" else "float32"
         return new
     new, _ = export_quantized(module, args, kwargs, output, {}, label=label, int8=False)
@@ -263,23 +269,32 @@ def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx
     backends = _candidates(config.backend)
     keep = {k.strip() for k in config.keep.split(",") if k.strip()}
     built: dict[str, dict[str, Route]] = {}
+    trim_notes: dict[str, str] = {}
     for region, _group in regions:
         module, call = model.get_submodule(region), calls[region]
         built[region] = {"torch": Route("torch", module)}
         for backend in ([] if region in keep else [b for b in backends if b != "torch"]):
             try:
-                built[region][backend] = Route(backend, _build(backend, module, call, config.seq_bucket))
+                built[region][backend] = Route(backend, _build(backend, module, call, config.seq_bucket,
+                                                               config.trim_padding != "off"))
             except Exception as exc:  # a block the exporter cannot handle stays in PyTorch, and says so
                 if config.backend != "auto":
                     raise
                 built[region][backend] = Route(backend, error=f"export failed ({type(exc).__name__}: "
                                                               f"{str(exc)[:100]})")
+        trimmable = [r.module for r in built[region].values() if getattr(r.module, "trim", False)]
+        if trimmable and config.trim_padding == "auto":  # one look for every route: the model decides
+            reaches = padding_reaches_output(model, region, trimmable[0], [first, *batches][:4])
+            for served in trimmable:
+                served.trim = reaches is False
+            trim_notes[region] = trim_note(region or "(model)", "auto", reaches)
         if config.backend == "auto" and len(built[region]) > 1:
             measure_routes(model, region, list(built[region].values()), [first, *batches][:4], call[:2])
     backend, moved, summary = _choose(model, built, config, [first, *batches][:4], backends)
     notes += summary
     replacements: dict[str, nn.Module] = {}
     rows: list[LayerRow] = []
+    trims: set[str] = set()
     for region, _group in regions:
         route = built[region].get(backend) if region in moved else built[region]["torch"]
         new = route.module if region in moved else None
@@ -287,6 +302,10 @@ def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx
                          backend if new is not None else "torch"))
         if new is not None:
             replacements[region] = new
+            if getattr(new, "can_trim", False):
+                trims.add("on" if new.trim else "off")
+                if region in trim_notes or new.trim:
+                    notes.append(trim_notes.get(region) or trim_note(region or "(model)", config.trim_padding, False))
     outside = [n for n in names if not any(r == "" or n == r or n.startswith(r + ".") for r, _ in regions)]
     if outside:
         notes.append(f"{len(outside)} layer(s) outside any block called with tensors stay in PyTorch: "
@@ -298,5 +317,7 @@ def apply_runtime(model: nn.Module, names: list[str], config: RuntimeConfig, ctx
               "unit": "model" if root_call is not None else "blocks"} if config.backend == "auto" else {}
     if config.backend != "auto" and config.unit == "auto":
         pinned = {"unit": "model" if root_call is not None else "blocks"}
+    if config.trim_padding == "auto" and len(trims) == 1:  # seen on this data: a replay does not look again
+        pinned["trim_padding"] = trims.pop()
     return MethodResult(replacements, rows, notes, pinned=pinned)
 

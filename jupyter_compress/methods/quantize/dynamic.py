@@ -35,6 +35,7 @@ from ._common import (
 )
 from .ort import ort_available, require_ort
 from .ov import INSTALL, nncf_available, require_ov
+from .padding import TRIM_MODES, padding_reaches_output, trim_note
 from .qlinear import DynamicInt8Linear
 from .recurrent import DynamicInt8Recurrent
 from .regions import build_region_rows, compare_routes, plan_regions, record_calls
@@ -65,6 +66,11 @@ class DynamicQuantConfig(MethodConfig):
                             "int8: 13-25 percent faster at a repeated shape, but ~0.3 s and ~60 MB per new length; "
                             "for serving at fixed or few lengths); 0: one dynamic-shape graph",
                             check=Interval(0, 512, integer=True))
+    trim_padding: str = param("auto", help="OpenVINO routes of a model called with a right-padded 2-D "
+                              "attention_mask: run the rows in groups of similar length, each cut to its longest "
+                              "row (MiniLM int8, 32 sentences: 1.4x); padded positions of the block's output come "
+                              "back as zeros. 'auto': where the model's output was seen not to read them "
+                              "(recorded in the plan); 'on': always; 'off': never", choices=TRIM_MODES)
     routes: dict | None = param(None, help="with backend='auto': the route of each region, by module name "
                                 "(recorded in the plan when the regions took different routes; a replay builds "
                                 "these without measuring)", check=ChoiceMap(*ROUTES))
@@ -149,10 +155,13 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
     replacements: dict[str, nn.Module] = {}
     rows = []
     chosen: dict[str, str] = {}
+    trimmed: set[str] = set()
     for region, group in regions:
         if region is not None:
             route = _region_route(model, region, group, planner.calls[region], inputs, config, batches, ctx, notes)
             chosen[region] = route.backend
+            if getattr(route.module, "can_trim", False):
+                trimmed.add("on" if route.module.trim else "off")
             if route.module is not None:
                 replacements[region] = route.module
                 rows += route.rows
@@ -193,6 +202,8 @@ def apply_dynamic(model: nn.Module, names: list[str], config: DynamicQuantConfig
         pinned = {"backend": next(iter(chosen.values())), "routes": None}
     elif config.backend == "auto" and chosen:
         pinned = {"routes": chosen}
+    if config.trim_padding == "auto" and len(trimmed) == 1:  # seen on this data: the replay does not look again
+        pinned["trim_padding"] = trimmed.pop()
     return MethodResult(replacements, rows, notes, pinned=pinned)
 
 
@@ -235,7 +246,15 @@ def _region_route(model: nn.Module, region: str, group: list[str], call, inputs:
             routes.append(Route(backend, error=f"its graph would be {grown:,} bytes larger than the float weights"))
             continue
         routes.append(Route(backend, new, rows, region_notes))
+    trimmable = [r.module for r in routes if getattr(r.module, "trim", False)]
+    reaches = False
+    if trimmable and config.trim_padding == "auto":  # one look for every route: the model decides, not the runtime
+        reaches = padding_reaches_output(model, region, trimmable[0], ([example] if example is not None else []) + batches[:4])
+        for served in trimmable:
+            served.trim = reaches is False
     if len(routes) == 1:
+        if trimmable:
+            notes.append(trim_note(region, config.trim_padding, reaches))
         return routes[0] if routes[0].module is not None or routes[0].backend == "torch" else Route("torch")
     if sum(r.module is not None for r in routes if r.backend != "torch") == 0:  # no runtime could take it
         notes.append(f"{region}: " + "; ".join(f"{r.backend}: {r.error}" for r in routes if r.error)
@@ -248,6 +267,8 @@ def _region_route(model: nn.Module, region: str, group: list[str], call, inputs:
                              time_float(module, (calls or [call[:2]])[0])))
     if best.backend == "torch":
         return Route("torch")
+    if best.module in trimmable:
+        notes.append(trim_note(region, config.trim_padding, reaches))
     # the region's raw output includes positions the model masks out (padding); what the user sees is the
     # model's output, measured above, so the region's row and note quote that
     best.rows[-1] = dataclasses.replace(best.rows[-1], error=1.0 - best.cosine,

@@ -31,6 +31,7 @@ from torch import nn
 from ...core.metrics import count_nonzero, count_params, eval_mode
 from ._common import BackendUnavailableError, quiet
 from .ort import _Flat, _flatten, _rebuild, _spec, flat_call
+from .padding import _cosine, cut_feed, row_groups, scatter_rows, use_trim
 
 __all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer",
            "quiet_tools"]
@@ -130,6 +131,10 @@ class OvModule(nn.Module):
         self.mask_input = -1  # the feed position of the attention mask (its axis 1 is the sequence)
         self.pad_inputs: tuple[int, ...] = ()  # feed positions padded along axis 1 (ids, mask, token types)
         self.seq_axes: tuple[tuple[int, ...], ...] = ()  # per output: its axes that follow the sequence length
+        self.trim = False  # rows grouped by real length, padding cut (padding.py); padded outputs = self.fill
+        self.can_trim = False  # the export checked that trimming keeps the real positions
+        self.fill = 0.0
+        self.trimmed_calls = 0
         self._graphs: OrderedDict = OrderedDict()  # (threads, precision, length) -> (compiled, request, outputs)
         self._lock = threading.Lock()
         self.weight_counts = (0, 0)
@@ -172,9 +177,20 @@ class OvModule(nn.Module):
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
             feed.append(value.detach().cpu().contiguous().numpy())
-        return self._run(feed, self.seq_bucket)
+        return self._run(feed, self.seq_bucket, self.trim)
 
-    def _run(self, feed: list, bucket: int):
+    def _run(self, feed: list, bucket: int, trim: bool = False):
+
+        groups = row_groups(feed, self.mask_input, bucket) if trim and self.mask_input >= 0 else None
+        if groups is None:
+            return _rebuild(self.out_spec, self._infer(feed, bucket))
+        self.trimmed_calls += 1
+        pieces = [(rows, length, self._infer(cut_feed(feed, rows, length, self.pad_inputs), bucket))
+                  for rows, length in groups]
+        return _rebuild(self.out_spec, scatter_rows(pieces, feed[self.mask_input] != 0, self.seq_axes, self.fill))
+
+    def _infer(self, feed: list, bucket: int) -> list[torch.Tensor]:
+        """The graph's flat outputs for one call (padded to the bucket and cut back when ``bucket``)."""
         import numpy as np
         import openvino as ov
 
@@ -203,7 +219,7 @@ class OvModule(nn.Module):
                     data = data[tuple(slice(0, real) if a in axes and data.shape[a] == length else slice(None)
                                       for a in range(data.ndim))]
                 outputs.append(torch.from_numpy(np.array(data, copy=True, order="C")))
-        return _rebuild(self.out_spec, outputs)
+        return outputs
 
     resizable_buffers = ("ov_xml", "ov_weights")
 
@@ -269,19 +285,14 @@ def _sequence_layout(names: list[str], tensors: list[torch.Tensor], model) -> tu
     return mask, pad, tuple(axes)
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.reshape(-1).double(), b.reshape(-1).double()
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0)) if a.numel() else 1.0
-
-
 def _use_buckets(module: OvModule, layout: tuple | None, tensors: list[torch.Tensor], bucket: int) -> str:
     """Turn sequence buckets on when the padded graph gives the dynamic graph's output on the export call
     (cosine >= 0.999 per output, same shapes); a note saying which shapes the module runs."""
-    if not bucket:
-        return "dynamic shapes (seq_bucket=0)"
     if layout is None:
         return "dynamic shapes (not called with a 2-D attention_mask over token inputs)"
-    module.mask_input, module.pad_inputs, module.seq_axes = layout
+    module.mask_input, module.pad_inputs, module.seq_axes = layout  # what buckets and trimming need
+    if not bucket:
+        return "dynamic shapes (seq_bucket=0)"
     feed = [t.detach().cpu().contiguous().numpy() for t in tensors]
     try:
         dynamic = _flatten(module._run(list(feed), 0))
@@ -301,10 +312,11 @@ def _use_buckets(module: OvModule, layout: tuple | None, tensors: list[torch.Ten
 
 def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, label: str,
                     calibration: list[tuple[tuple, dict]] | None = None, transformer: bool | None = None,
-                    seq_bucket: int = 0) -> OvModule:
+                    seq_bucket: int = 0, trim: bool = False) -> OvModule:
     """Convert ``region`` (as called with ``args``/``kwargs``) to OpenVINO; with ``calibration`` (the
     region's recorded calls), quantize it to int8 with NNCF on them. Float otherwise. ``seq_bucket``: see
-    :class:`OvModule` (used when the call allows it and the padded graph agrees with the dynamic one)."""
+    :class:`OvModule` (used when the call allows it and the padded graph agrees with the dynamic one). ``trim``:
+    group rows by real length when the call allows it and the real positions agree (``padding.use_trim``)."""
     import openvino as ov
 
     slots, tensors, names = flat_call(args, kwargs)
@@ -341,5 +353,11 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
     module.weight_counts = (count_params(region), count_nonzero(region))
     module.transformer = bool(calibration) and transformer
     module.shapes_note = _use_buckets(module, layout, tensors, seq_bucket)
+    if trim:
+        def run(feed, trimmed):
+            return _flatten(module._run(feed, module.seq_bucket, trimmed))
+
+        module.shapes_note += "; " + use_trim(module, tensors, run)
+        module._graphs.clear()
     return module
 
