@@ -80,7 +80,7 @@ def _cost(groups, lengths) -> float:
 
 def test_the_groups_cover_every_row_once_and_are_the_cheapest_under_the_cost_model():
     rng = np.random.default_rng(0)
-    for trial in range(30):
+    for _ in range(30):
         lengths = rng.integers(1, 120, size=int(rng.integers(1, 9)))
         groups = length_groups(lengths)
         rows = np.concatenate([r for r, _ in groups])

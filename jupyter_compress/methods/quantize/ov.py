@@ -112,7 +112,11 @@ class OvModule(nn.Module):
     (MiniLM int8 here: 29 against 35 ms at batch 32 x 56 tokens, 1.05 against 1.45 ms at batch 1), but each new
     length costs a compile (~0.3 s) and memory (~60 MB for MiniLM), so it is opt-in: for serving at fixed or
     few lengths. The output depends only on the input's shape and values, never on which lengths were seen
-    before: a length always runs on its own graph (compiled again, identically, if dropped from the cache)."""
+    before: a length always runs on its own graph (compiled again, identically, if dropped from the cache).
+
+    Padding trimmed (``trim``, set at export where it keeps the real positions): the rows of a right-padded
+    call run in groups of similar length, each cut to its longest row, and every padded position of the outputs
+    is ``fill`` (0), whatever the grouping (``padding.py``)."""
 
     MAX_GRAPHS = 8  # compiled lengths kept (MiniLM int8: ~0.3 s to compile one)
 
