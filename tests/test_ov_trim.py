@@ -217,6 +217,12 @@ def test_runtime_trims_a_classifiers_bert_and_keeps_its_logits():
     with torch.no_grad():
         # float32 graph against PyTorch float32, as above: the logits read the first token only
         torch.testing.assert_close(served(**probe).logits, model(**probe).logits, rtol=0, atol=1e-4)
+        # the classifier calls its BERT with the ids by position; a user may give them by keyword
+        by_position = served.bert(probe["input_ids"], attention_mask=probe["attention_mask"],
+                                  token_type_ids=probe["token_type_ids"]).last_hidden_state
+        assert torch.equal(served.bert(**probe).last_hidden_state, by_position)
+        with pytest.raises(TypeError, match=r"argument 0 \(input_ids\)"):
+            served.bert(attention_mask=probe["attention_mask"])
 
 
 @pytest.mark.parametrize("config", ["DynamicQuantConfig", "RuntimeConfig"])

@@ -167,7 +167,7 @@ def _choose(model: nn.Module, built: dict[str, dict[str, Route]], config: Runtim
                 total += base.ms or 0.0
         if moved:
             plans.append((total, backend, moved))
-    table = "; ".join(f"{region}: " + ", ".join(f"{b} {r.ms:.2f} ms (cos {r.cosine:.4f})" if r.ms is not None
+    table = "; ".join(f"{region or 'the whole model'}: " + ", ".join(f"{b} {r.ms:.2f} ms (cos {r.cosine:.4f})" if r.ms is not None
                                                  else f"{b} {r.error or 'not measured'}" for b, r in routes.items())
                       for region, routes in built.items())
     for total, backend, moved in sorted(plans, key=lambda p: p[0]):

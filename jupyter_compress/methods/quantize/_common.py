@@ -46,10 +46,13 @@ def unsupported_note(model: nn.Module, supported: tuple[type, ...], method: str)
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence torch.ao's deprecation warnings (quantized tensors, eager quantization API) inside our calls."""
+    """Silence torch.ao's deprecation warnings (quantized tensors, eager quantization API) inside our calls, and
+    torch.onnx's note on exporting advanced indexing (Hugging Face attention masks): a route whose graph
+    computed wrongly would fail its fidelity check against the float model, which is what the user sees."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, message=r".*(quantiz|deprecat|TracerWarning).*")
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message=r".*(quantiz|deprecat|TracerWarning|Exporting aten::index).*")
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         yield

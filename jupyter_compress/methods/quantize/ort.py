@@ -84,6 +84,36 @@ def flat_call(args: tuple, kwargs: dict) -> tuple[list, list[torch.Tensor], list
     return slots, tensors, names
 
 
+def positional_names(region: nn.Module) -> tuple[str, ...]:
+    """The names of ``region.forward``'s positional parameters, so that an input exported by position can
+    also be given by keyword (``bert(input_ids=...)`` where the model was seen called ``bert(ids, ...)``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(region.forward).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def slot_value(slot: tuple[str, Any], args: tuple, kwargs: dict, names: tuple[str, ...]) -> Any:
+    """The value of an exported input in a call: by its position or keyword, or by the other one."""
+    kind, key = slot
+    if kind == "arg":
+        if key < len(args):
+            return args[key]
+        return kwargs.get(names[key]) if key < len(names) else None
+    if key in kwargs:
+        return kwargs[key]
+    position = names.index(key) if key in names else len(args)
+    return args[position] if position < len(args) else None
+
+
+def slot_label(slot: tuple[str, Any], names: tuple[str, ...]) -> str:
+    kind, key = slot
+    return f"argument {key} ({names[key]})" if kind == "arg" and key < len(names) else repr(key)
+
+
 class _Flat(nn.Module):
     """Export helper: tensors in, the region called with its captured constants, tensors out."""
 
@@ -140,12 +170,14 @@ class OrtModule(nn.Module):
 
     def forward(self, *args, **kwargs):
         feed = {}
-        for (kind, key), name in zip(self.slots, self.input_names):
-            value = args[key] if kind == "arg" and key < len(args) else kwargs.get(key) if kind == "kw" else None
-            if value is None and "mask" in str(key):
+        arg_names = getattr(self, "arg_names", ())
+        for slot, name in zip(self.slots, self.input_names):
+            value = slot_value(slot, args, kwargs, arg_names)
+            if value is None and "mask" in str(slot[1]):
                 value = self._neutral_mask(name, args, kwargs)
             if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
+                raise TypeError(f"{self.label} was exported with a tensor for {slot_label(slot, arg_names)}; got "
+                                f"{type(value).__name__}.")
             feed[name] = value.detach().cpu().contiguous().numpy()
         outputs = [torch.from_numpy(o) for o in self.session().run(None, feed)]
         return _rebuild(self.out_spec, outputs)
@@ -249,6 +281,7 @@ def export_quantized(region: nn.Module, args: tuple, kwargs: dict, output: Any, 
         data = _quantized(model, exclude, reduce_range)
     carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
     module = OrtModule(data, slots, names, _spec(output), carried, label)
+    module.arg_names = positional_names(region)
     module.weight_counts = (count_params(region), count_nonzero(region))
     return module, counts
 

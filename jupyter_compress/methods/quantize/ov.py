@@ -30,7 +30,7 @@ from torch import nn
 
 from ...core.metrics import count_nonzero, count_params, eval_mode
 from ._common import BackendUnavailableError, quiet
-from .ort import _Flat, _flatten, _rebuild, _spec, flat_call
+from .ort import _Flat, _flatten, _rebuild, _spec, flat_call, positional_names, slot_label, slot_value
 from .padding import _cosine, cut_feed, row_groups, scatter_rows, use_trim
 
 __all__ = ["OvModule", "ov_available", "nncf_available", "require_ov", "export_openvino", "is_transformer",
@@ -176,10 +176,12 @@ class OvModule(nn.Module):
 
     def forward(self, *args, **kwargs):
         feed = []
-        for kind, key in self.slots:
-            value = args[key] if kind == "arg" and key < len(args) else kwargs.get(key) if kind == "kw" else None
+        arg_names = getattr(self, "arg_names", ())
+        for slot in self.slots:
+            value = slot_value(slot, args, kwargs, arg_names)
             if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{self.label} was exported with a tensor for {key!r}; got {type(value).__name__}.")
+                raise TypeError(f"{self.label} was exported with a tensor for {slot_label(slot, arg_names)}; got "
+                                f"{type(value).__name__}.")
             feed.append(value.detach().cpu().contiguous().numpy())
         return self._run(feed, self.seq_bucket, self.trim)
 
@@ -354,6 +356,7 @@ def export_openvino(region: nn.Module, args: tuple, kwargs: dict, output: Any, l
                 weights = f.read()
     carried = {k: getattr(region, k) for k in ("config",) if hasattr(region, k)}
     module = OvModule(xml, weights, slots, names, _spec(output), carried, label)
+    module.arg_names = positional_names(region)
     module.weight_counts = (count_params(region), count_nonzero(region))
     module.transformer = bool(calibration) and transformer
     module.shapes_note = _use_buckets(module, layout, tensors, seq_bucket)
