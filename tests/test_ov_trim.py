@@ -142,6 +142,43 @@ def test_real_positions_keep_the_models_values_and_padded_ones_are_zeros():
 
 
 @needs_ov
+def test_trimming_with_sequence_buckets_keeps_shapes_and_real_positions():
+    model = transformers.BertModel(_config()).eval()
+    enc = _batch([9, 3, 7])
+    with torch.no_grad():
+        served = export_openvino(model, (), enc, model(**enc), label="BertModel", seq_bucket=8, trim=True)
+    assert served.trim and served.seq_bucket == 8
+    for lengths in ([12, 12, 3], [30, 2, 29, 5, 4], [6]):  # a group at the full length, several, one row
+        probe = _batch(lengths, seed=len(lengths), width=max(lengths) + 1)
+        real = probe["attention_mask"].bool()
+        with torch.no_grad():
+            out, ref = served(**probe).last_hidden_state, model(**probe).last_hidden_state
+        assert out.shape == ref.shape
+        # float32 graph against PyTorch float32, as above
+        torch.testing.assert_close(out[real], ref[real], rtol=0, atol=1e-4)
+        assert torch.count_nonzero(out[~real]) == 0
+
+
+class ReadsPadding(nn.Module):
+    """A custom layer that ignores the mask: every position reads the mean of all positions, padding too."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.proj = nn.Embedding(300, 16), nn.Linear(16, 16)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.embed(input_ids)
+        return self.proj(x + x.mean(1, keepdim=True)) * attention_mask.unsqueeze(-1)
+
+
+@needs_ov
+def test_a_block_whose_real_positions_read_the_padding_is_not_trimmed():
+    served = _export(ReadsPadding().eval(), {k: v for k, v in _batch([9, 3, 7]).items() if k != "token_type_ids"})
+    assert not served.trim and "real positions differ" in served.shapes_note
+
+
+@needs_ov
 def test_the_check_sees_whether_the_output_reads_padded_positions():
     enc = _batch([9, 3, 7])
     batches = [_batch([12, 3, 8, 2], seed=s) for s in range(2)]

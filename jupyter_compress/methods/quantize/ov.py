@@ -185,9 +185,10 @@ class OvModule(nn.Module):
             feed.append(value.detach().cpu().contiguous().numpy())
         return self._run(feed, self.seq_bucket, self.trim)
 
-    def _run(self, feed: list, bucket: int, trim: bool = False):
-
-        groups = row_groups(feed, self.mask_input, bucket) if trim and self.mask_input >= 0 else None
+    def _run(self, feed: list, bucket: int, trim: bool | str = False):
+        """The outputs of a call; ``trim``: rows grouped by length (True) or each row on its own ('each_row')."""
+        groups = row_groups(feed, self.mask_input, bucket, each_row=trim == "each_row") \
+            if trim and self.mask_input >= 0 else None
         if groups is None:
             return _rebuild(self.out_spec, self._infer(feed, bucket))
         self.trimmed_calls += 1
@@ -198,6 +199,7 @@ class OvModule(nn.Module):
     def _infer(self, feed: list, bucket: int) -> list[torch.Tensor]:
         """The graph's flat outputs for one call (padded to the bucket and cut back when ``bucket``)."""
         import numpy as np
+        feed = list(feed)  # padded in this copy, the caller's list untouched
         import openvino as ov
 
         length = real = None

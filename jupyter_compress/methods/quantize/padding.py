@@ -145,7 +145,7 @@ def _real_positions(outputs: list[torch.Tensor], lengths: np.ndarray, seq_axes) 
 
 def use_trim(module: Any, tensors: list[torch.Tensor], run: Callable[[list, bool], list[torch.Tensor]]) -> str:
     """Turn trimming on when it keeps the real positions of a ragged call, each row run on its own cut to its
-    length (cosine >= 0.999 per output, same shapes); the note says why not otherwise. ``run(feed, trim)``: the
+    length (cosine >= 0.99999 per output, same shapes); the note says why not otherwise. ``run(feed, trim)``: the
     module's flat outputs, ``trim`` False, True or 'each_row'."""
     if module.mask_input < 0:
         return "padding not trimmed (not called with a 2-D attention_mask over token inputs)"
@@ -159,7 +159,9 @@ def use_trim(module: Any, tensors: list[torch.Tensor], run: Callable[[list, bool
         if ok:
             pairs = zip(_real_positions(whole, lengths, module.seq_axes),
                         _real_positions(trimmed, lengths, module.seq_axes))
-            ok = all(_cosine(a, b) >= 0.999 for a, b in pairs)
+            # the same graph on other shapes: MiniLM int8 kept 1 - cosine ~3e-8 here, so 1e-5 leaves a wide
+            # margin for kernel rounding and still catches a row whose real positions read its padding
+            ok = all(_cosine(a, b) >= 0.99999 for a, b in pairs)
         why = "its real positions differ from the padded run's"
     except Exception as exc:  # an output without a batch axis, ...: run as given, and say why
         ok, why = False, f"{type(exc).__name__}: {str(exc)[:80]}"
