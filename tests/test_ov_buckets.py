@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+import zoo
 
 import jupyter_compress as jc
 from jupyter_compress.methods.quantize.ov import OvModule, export_openvino, nncf_available, ov_available
@@ -26,16 +27,7 @@ def _bert():
     return transformers.BertModel(config).eval()
 
 
-def _batch(lengths: list[int], seed: int = 0) -> dict:
-    """Token ids padded (right, id 0) to the longest of ``lengths``, with their attention mask."""
-    g = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(1, 300, (n,), generator=g)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+_batch = zoo.padded_ids  # right-padded token ids of given lengths (vocabulary 300)
 
 
 def _export(model, enc, bucket: int) -> OvModule:

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+import zoo
 from torch import nn
 
 import jupyter_compress as jc
@@ -34,31 +35,7 @@ def _config(**extra):
                                    intermediate_size=128, pad_token_id=0, **extra)
 
 
-def _batch(lengths: list[int], seed: int = 0, width: int | None = None) -> dict:
-    """Token ids padded on the right (id 0) to ``width`` (default: the longest row), with their mask."""
-    g = torch.Generator().manual_seed(seed)
-    width = width or max(lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, n in enumerate(lengths):
-        ids[row, :n] = torch.randint(1, 300, (n,), generator=g)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-
-
-class MeanPooled(nn.Module):
-    """A sentence encoder as sentence-transformers builds one: BERT, then the mask-weighted mean of its tokens."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.bert = transformers.BertModel(_config()).eval()
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=token_type_ids).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+_batch = zoo.padded_ids  # right-padded token ids of given lengths (vocabulary 300)
 
 
 class Hidden(nn.Module):
@@ -72,6 +49,15 @@ class Hidden(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         return self.bert(input_ids=input_ids, attention_mask=attention_mask,
                          token_type_ids=token_type_ids).last_hidden_state
+
+
+class MeanPooled(Hidden):
+    """A sentence encoder as sentence-transformers builds one: BERT, then the mask-weighted mean of its tokens."""
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = super().forward(input_ids, attention_mask, token_type_ids)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 def _cost(groups, lengths) -> float:

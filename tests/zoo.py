@@ -40,6 +40,19 @@ def word_tokenizer(max_length: int = 12):
 VOCAB = 5 + len(dict.fromkeys(WORDS))
 
 
+def padded_ids(lengths: list[int], seed: int = 0, width: int | None = None, vocab: int = 300) -> dict:
+    """Token ids (1 .. vocab-1) padded on the right with id 0 to ``width`` (default: the longest of
+    ``lengths``), their attention mask and zero token types: a tokenizer's padded batch of given lengths."""
+    g = torch.Generator().manual_seed(seed)
+    width = width or max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(1, vocab, (n,), generator=g)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
 def _text_inputs(tokenizer, names=None, n=4):
     enc = tokenizer(SENTENCES[:n], padding=True, truncation=True, return_tensors="pt")
     if names is not None:  # the tokenizer of this model family returns only these keys (DistilBERT: no types)
