@@ -40,6 +40,7 @@ def test_preset_runs_the_whole_transformer_on_the_measured_route_and_encode_stil
     assert isinstance(work[0].model, expected[backend])
     routes = next(n for n in report.notes if n.startswith("Routes measured for 0.model"))
     assert f"chose {backend}" in routes and "onnxruntime" in routes and "torch" in routes
+    assert "ms at batch 1," in routes and "geometric mean" in routes  # ranked on batch 1 as well
     emb = torch.as_tensor(work.encode(sentences[:5]))
     assert emb.shape == (5, 384)
     # one sentence has no padding: Hugging Face then passes attention_mask=None, which the exported

@@ -29,7 +29,8 @@ def test_auto_records_its_choice_and_a_replay_builds_it_bit_identically_without_
     assert jc.state_dict_hash(model) == original  # the live model untouched
     step = report.plan["steps"][0]
     assert step["backend"] in ("openvino", "openvino-bf16", "onnxruntime", "torch")  # recorded, not 'auto'
-    assert any(n.startswith("Runtime measured per block") for n in report.notes)
+    measured = next(n for n in report.notes if n.startswith("Runtime measured per block"))
+    assert "at batch 16" in measured and "at batch 1 " in measured  # batch-1 serving timed too, and shown
     with torch.no_grad():
         ref, out = model(x), served(x)
     # float routes: f32 within 1e-4 relative; a bf16 route only when it kept cosine >= 0.999 (its budget)

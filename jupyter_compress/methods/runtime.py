@@ -33,7 +33,7 @@ from .quantize.ort import export_quantized, ort_available
 from .quantize.ov import INSTALL, export_openvino, ov_available
 from .quantize.padding import TRIM_MODES, padding_reaches_output, trim_note
 from .quantize.regions import _flat_args, plan_regions
-from .quantize.routes import Route, bf16_capable, measure_routes
+from .quantize.routes import Route, bf16_capable, measure_routes, timing_text
 
 __all__ = ["RuntimeConfig", "serving_regions"]
 
@@ -167,17 +167,19 @@ def _choose(model: nn.Module, built: dict[str, dict[str, Route]], config: Runtim
                 total += base.ms or 0.0
         if moved:
             plans.append((total, backend, moved))
-    table = "; ".join(f"{region or 'the whole model'}: " + ", ".join(f"{b} {r.ms:.2f} ms (cos {r.cosine:.4f})" if r.ms is not None
+    table = "; ".join(f"{region or 'the whole model'}: " + ", ".join(f"{b} {timing_text(r)} (cos {r.cosine:.4f})" if r.ms is not None
                                                  else f"{b} {r.error or 'not measured'}" for b, r in routes.items())
                       for region, routes in built.items())
+    both = "; where the example is a batch, also on its first row, the geometric mean of the two ranks them" \
+        if any(r.ms_one is not None for routes in built.values() for r in routes.values()) else ""
     for total, backend, moved in sorted(plans, key=lambda p: p[0]):
         if total >= torch_ms:
             break
         cosine = _together(model, built, backend, moved, batches)
         if cosine >= config.min_cosine:
             return backend, moved, [
-                f"Runtime measured per block on the example inputs (fastest of 5, your thread count): {table}. "
-                f"Chose {backend} for {len(moved)} of {len(built)} block(s): {torch_ms:.2f} -> {total:.2f} ms "
+                f"Runtime measured per block on the example inputs (fastest of 5, your thread count{both}): "
+                f"{table}. Chose {backend} for {len(moved)} of {len(built)} block(s): {torch_ms:.2f} -> {total:.2f} ms "
                 f"({torch_ms / total:.2f}x), output cosine {cosine:.4f} with all of them in place; "
                 f"recorded in the plan, so a replay builds it without measuring."]
     return "torch", set(), [f"Runtime measured per block on the example inputs: {table}. No runtime beat PyTorch "
