@@ -10,7 +10,14 @@ import torch
 from torch import nn
 from zoo import padded_ids
 
-from jupyter_compress.methods.quantize.routes import Route, measure_routes, pick, routes_note, single_row, time_float
+from jupyter_compress.methods.quantize.routes import (
+    Route,
+    measure_routes,
+    pick,
+    routes_note,
+    single_row,
+    time_float,
+)
 
 
 def test_single_row_is_the_first_row_cut_to_its_real_length():

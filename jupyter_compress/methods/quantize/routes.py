@@ -220,9 +220,10 @@ def routes_note(region: str, routes: list[Route], chosen: Route, within: bool, m
         parts.append(f"{r.backend} {timing_text(r)}{speed}, cosine {r.cosine:.4f}")
     verdict = (f"chose {chosen.backend}, the fastest with cosine >= {min_cosine:g}" if within else
                f"no route reached cosine {min_cosine:g}; chose {chosen.backend}, the most faithful")
-    scored = " (speed: the geometric mean of the two)" if chosen.ms_one is not None else ""
-    return (f"Routes measured for {region} (time on the example call{' and on its first row' if scored else ''}"
-            f"{scored}; cosine of the model's output to float's on the calibration data): {'; '.join(parts)}; "
+    timed = "times on the example call and on its first row, ranked by their geometric mean" \
+        if chosen.ms_one is not None else "time on the example call"
+    return (f"Routes measured for {region} ({timed}; cosine of the model's output to float's on the calibration "
+            f"data): {'; '.join(parts)}; "
             f"float {timing_text(float_route)}. {verdict}; the plan records it, so a replay builds it without "
             f"measuring." if float_ms else f"Routes measured for {region}: {'; '.join(parts)}. {verdict}.")
 
