@@ -213,3 +213,25 @@ def test_the_panel_names_no_method_and_the_state_imports_no_widgets():
     _, imports = _strings_and_imports(WIDGETS / "tune_state.py")
     assert not {i for i in imports if i.split(".")[0] in {"ipywidgets", "IPython", "traitlets", "bokeh", "tune",
                                                           "controls"}}
+
+
+def test_a_plan_over_many_long_layer_names_stays_within_the_selector_bound():
+    # MiniLM as sentence-transformers nests it: 36 Linears named like '0.auto_model.encoder.layer.5.attention.
+    # self.query' took one 1,839-character regex, over the 1,000 a plan's patterns may have (seen in the panel)
+    from transformers import BertConfig, BertModel
+
+    bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=37,
+                                vocab_size=50, max_position_embeddings=16))
+    model = nn.Sequential(nn.Sequential(bert))
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert len(layers) == 37 and sum(len(n) + 2 for n in layers) > 1000
+    state = ts.TuneState(model, layers)
+    state.pick("pruning", "prune")
+    state.set_override(layers[3], "pruning", "10%")
+    plan = state.plan()
+    steps = plan.steps
+    assert all(len(p) <= 1000 for step in steps for p in step.selector.layers)
+    assert len(steps[0].selector.layers) >= 2  # split into several patterns
+    assert steps[0].selector.select(model, (nn.Linear,)) == [n for n in layers if n != layers[3]]
+    assert steps[1].selector.select(model, (nn.Linear,)) == [layers[3]]
+    assert Plan.from_dict(plan.to_dict()) == plan  # and it round-trips as a plan file would

@@ -44,9 +44,26 @@ def panel_families() -> dict[str, list[Method]]:
     return {family: sorted(methods, key=lambda m: m.name) for family, methods in families.items()}
 
 
+PATTERN_CHARS = 900  # under the selector's bound on one pattern (1,000), which a plan file is held to
+
+
 def layers_selector(names: Iterable[str]) -> Selector:
-    """These layers, and what an earlier step made of them (a factorisation turns 'fc1' into 'fc1.0', 'fc1.1')."""
-    return Selector(layers=("re:(?:" + "|".join(re.escape(n) for n in names) + r")(?:\..+)?",))
+    """These layers, and what an earlier step made of them (a factorisation turns 'fc1' into 'fc1.0', 'fc1.1'):
+    one regex per run of names that fits in ``PATTERN_CHARS`` (MiniLM's 36 Linears take 1,800 characters)."""
+    patterns, run = [], []
+
+    def close() -> None:
+        if run:
+            patterns.append("re:(?:" + "|".join(run) + r")(?:\..+)?")
+            run.clear()
+
+    for name in names:
+        escaped = re.escape(name)
+        if run and len("|".join(run)) + len(escaped) + 20 > PATTERN_CHARS:
+            close()
+        run.append(escaped)
+    close()
+    return Selector(layers=tuple(patterns))
 
 
 def parse_override(layer: str, raw: str) -> Any:
