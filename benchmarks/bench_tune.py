@@ -36,7 +36,7 @@ def rows(quick: bool) -> list[dict]:
     compress(model, plan, measure=False)
     recompute_ms = (time.perf_counter() - t) * 1e3
     last = panel.last_preview
-    fresh = panel.engine.preview(panel._settings(plan)[0])
+    fresh = panel.engine.preview(panel.state.settings(plan)[0])
     same = (last.params_after, last.nonzeros_after) == (fresh.params_after, fresh.nonzeros_after)
     name = "tuning panel on MiniLM: slider -> preview (svd + prune)"
     return [

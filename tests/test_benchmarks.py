@@ -147,3 +147,14 @@ def test_others_busy_reads_the_machine():
         assert busy is None
     else:  # CPUs busy over 50 ms: between none and every CPU (with a little clock-tick slack)
         assert 0.0 <= busy <= (os.cpu_count() or 1) + 0.5
+
+
+def test_the_tuning_panel_benchmark_runs_on_minilm_in_quick_mode():
+    # the panel on MiniLM as sentence-transformers nests it (long layer names) had failed in a full run only:
+    # this runs the module itself, through the runner that turns an exception into an error row
+    from benchmarks import bench_tune
+
+    rows = bench.run_module(bench_tune, quick=True)
+    assert [r["status"] for r in rows if r["status"] == "error"] == [], rows[0]["note"]
+    final = next(r for r in rows if r["figure"] == "final state = last event's")
+    assert final["value"] == "yes"  # the last preview is the final settings' preview
