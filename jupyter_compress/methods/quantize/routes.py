@@ -5,8 +5,8 @@ int8 Linears) is built for the region, checked for fidelity on the region's reco
 per-sample cosine of its first output to float's) and timed on the example call, interleaved so that a
 burst of machine noise hits every route alike; where the example is a batch, its first row (cut to its real
 length) is timed too, since latency-bound serving is batch 1 and the routes do not rank alike at both (MiniLM
-int8 here: OpenVINO's f32 and bf16 graphs tie at batch 32, bf16 is 7% faster at batch 1), and a route's score
-is the geometric mean of the two times. The fastest route within the fidelity budget wins; when none
+int8 here: 45 ms at batch 32 and 2.3 ms at batch 1, each route's share of the two differing), and a route's
+score is the geometric mean of the two times. The fastest route within the fidelity budget wins; when none
 is within it, the most faithful one does, and the report says so. The choice is pinned in the plan
 (``backend=...``): a replay builds that route alone and measures nothing, so it makes the same model.
 
@@ -168,8 +168,6 @@ def measure_routes(model: nn.Module, region: str, routes: list[Route], batches: 
         built = [r for r in built if r.module is not None]
         args, kwargs = example
         one = single_row(example)
-        times: dict[int, list[float]] = {id(r): [] for r in built}
-        ones: dict[int, list[float]] = {id(r): [] for r in built}
         with user_threads():
             for r in built:
                 try:
@@ -183,20 +181,29 @@ def measure_routes(model: nn.Module, region: str, routes: list[Route], batches: 
                         r.module(*one[0], **one[1])
                 except Exception:  # a route that cannot take one row: batch 1 is left out for every route
                     one = None
-            for i in range(rounds):
-                for r in built[i % len(built):] + built[:i % len(built)]:  # order rotated each round
-                    start = time.perf_counter()
-                    r.module(*args, **kwargs)
-                    times[id(r)].append((time.perf_counter() - start) * 1e3)
-                    for _ in range(3 if one is not None else 0):  # a short call: the fastest of 3 each round
-                        start = time.perf_counter()
-                        r.module(*one[0], **one[1])
-                        ones[id(r)].append((time.perf_counter() - start) * 1e3)
-        for r in built:
-            r.ms_example = min(times[id(r)])
-            r.ms_one = min(ones[id(r)]) if one is not None else None
-            r.ms = r.ms_example if r.ms_one is None else (r.ms_example * r.ms_one) ** 0.5
-            r.batch = _batch(example)
+            if built:
+                _time(built, example, one, rounds)
+
+
+def _time(routes: list[Route], example: tuple, one: tuple | None, rounds: int) -> None:
+    """Each route's fastest of ``rounds`` timings on the example call and (``one``) its single row, the fastest
+    of 3 each round (a short call), interleaved with the order rotated each round; warmed up by the caller."""
+    args, kwargs = example
+    times: dict[int, list[float]] = {id(r): [] for r in routes}
+    ones: dict[int, list[float]] = {id(r): [] for r in routes}
+    for i in range(rounds):
+        for r in routes[i % len(routes):] + routes[:i % len(routes)]:
+            start = time.perf_counter()
+            r.module(*args, **kwargs)
+            times[id(r)].append((time.perf_counter() - start) * 1e3)
+            for _ in range(3 if one is not None else 0):
+                start = time.perf_counter()
+                r.module(*one[0], **one[1])
+                ones[id(r)].append((time.perf_counter() - start) * 1e3)
+    for r in routes:
+        r.ms_example, r.ms_one, r.batch = min(times[id(r)]), min(ones[id(r)]) if one is not None else None, \
+            _batch(example)
+        r.ms = r.ms_example if r.ms_one is None else (r.ms_example * r.ms_one) ** 0.5
 
 
 def pick(routes: list[Route], min_cosine: float) -> tuple[Route, bool]:
@@ -247,17 +254,7 @@ def time_float(region: nn.Module, example: tuple, rounds: int = 5) -> Route:
                 region(*one[0], **one[1])
             except Exception:  # the float model cannot take one row: its batch-1 time is left out
                 one = None
-        times, ones = [], []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            region(*args, **kwargs)
-            times.append((time.perf_counter() - start) * 1e3)
-            for _ in range(3 if one is not None else 0):
-                start = time.perf_counter()
-                region(*one[0], **one[1])
-                ones.append((time.perf_counter() - start) * 1e3)
-    route.ms_example, route.ms_one, route.batch = min(times), min(ones) if ones else None, _batch(example)
-    route.ms = route.ms_example if route.ms_one is None else (route.ms_example * route.ms_one) ** 0.5
+        _time([route], example, one, rounds)
     return route
 
 
