@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import types
 
 import pytest
@@ -158,3 +159,26 @@ def test_the_tuning_panel_benchmark_runs_on_minilm_in_quick_mode():
     assert [r["status"] for r in rows if r["status"] == "error"] == [], rows[0]["note"]
     final = next(r for r in rows if r["figure"] == "final state = last event's")
     assert final["value"] == "yes"  # the last preview is the final settings' preview
+
+
+@pytest.mark.slow
+def test_the_routes_benchmark_states_each_preset_to_peer_ratio_head_to_head_in_quick_mode():
+    # the issue-21 summary rows: the ratio is the peer's latency over the preset's, timed head to head, and the
+    # ratio of the two speedup rows is given beside it (timing itself is the benchmark's business, not a test's)
+    from benchmarks import bench_routes
+
+    rows = bench.run_module(bench_routes, quick=True)
+    assert [r["note"] for r in rows if r["status"] == "error"] == []
+    for batch in (32, 1):
+        (row,) = [r for r in rows if r["name"] == f"{bench_routes.PRESET} against the best peer, batch {batch}"]
+        assert row["status"] in ("pass", "short") and row["target"] == (">= 1" if batch == 32 else ">= 0.9")
+        ratio = float(row["value"])
+        match = re.search(r"head to head, \d+ rounds: ([\d.]+) against ([\d.]+) ms.*from the speedup rows ([\d.]+)",
+                          row["note"])
+        assert match, row["note"]
+        preset_ms, peer_ms, from_rows = (float(g) for g in match.groups())
+        # the value is the median of per-round ratios, not the ratio of the medians: equal within their spread
+        assert 0 < ratio and preset_ms > 0 and peer_ms > 0 and from_rows > 0
+        assert 0.5 < ratio / (peer_ms / preset_ms) < 2.0
+        bound = 1.0 if batch == 32 else 0.9  # the value is printed to 2 decimals: pass/short agree within 0.005
+        assert ratio >= bound - 0.005 if row["status"] == "pass" else ratio <= bound + 0.005
