@@ -178,7 +178,9 @@ def build_parser() -> _Parser:
         "--max-drop (needs --eval, or --data / --example for fidelity)")
     add("--max-drop", dest="max_drop", type=_typed(parse_amount, "--max-drop"), default=None, metavar="DROP",
         help="with --auto: the largest allowed drop of the metric, e.g. 1%% or 0.01 (default 1%%)")
-    add("--objective", choices=("size", "latency", "disk", "artifact"), help="with --auto: what to minimise")
+    add("--objective", choices=("size", "latency", "disk", "artifact"), help="with --auto: what to minimise: size "
+        "(bytes in memory, pruned layers at their sparse encoding; the default), latency (median time of a call on the "
+        "--example or --data inputs), disk or artifact (bytes of the compact artifact that save(..., compact=True) writes)")
     add("--budget", type=_typed(parse_amount, "--budget"), default=None, metavar="FRACTION",
         help="with --compare: fraction of the parameters kept (default 0.5)")
     add("--report", dest="report", action="store_true", default=True, help="show the report (default)")
