@@ -134,8 +134,7 @@ def build_parser() -> _Parser:
     flags = step_flags()
     p = _Parser(prog="%compress", add_help=False, description="Compress a copy of MODEL (or MODEL itself with "
                 "--inplace) and show a report. Steps run in the order: " + ", ".join(f.flag for f in flags)
-                + ". In a %%compress cell, the body is a YAML plan: it holds the methods and their layers, so the "
-                "method options (and --scope, --layers, --exclude) stay off its line.")
+                + ". In a %%compress cell the YAML body holds the methods, their options and layers, not its line.")
     p.add_argument("model", metavar="MODEL", help="name of an nn.Module in the notebook (dotted paths allowed)")
     for flag in flags:
         const = flag.const
@@ -179,8 +178,7 @@ def build_parser() -> _Parser:
     add("--max-drop", dest="max_drop", type=_typed(parse_amount, "--max-drop"), default=None, metavar="DROP",
         help="with --auto: the largest allowed drop of the metric, e.g. 1%% or 0.01 (default 1%%)")
     add("--objective", choices=("size", "latency", "disk", "artifact"), help="with --auto: what to minimise: size "
-        "(bytes in memory, pruned layers at their sparse encoding; the default), latency (median time of a call on the "
-        "--example or --data inputs), disk or artifact (bytes of the compact artifact that save(..., compact=True) writes)")
+        "(bytes in memory; the default), latency (time of a call), disk or artifact (bytes of the compact artifact)")
     add("--budget", type=_typed(parse_amount, "--budget"), default=None, metavar="FRACTION",
         help="with --compare: fraction of the parameters kept (default 0.5)")
     add("--report", dest="report", action="store_true", default=True, help="show the report (default)")

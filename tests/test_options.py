@@ -115,5 +115,5 @@ def test_requirements_are_checked_in_the_words_of_the_declarations():
 
 def test_objective_help_says_what_each_objective_measures():
     text = " ".join(options.build_parser().format_help().split())
-    for words in ("size (bytes in memory", "latency (median time of a call", "disk or artifact (bytes of the compact"):
+    for words in ("size (bytes in memory", "latency (time of a call", "disk or artifact (bytes of the compact"):
         assert words in text, words
