@@ -165,10 +165,16 @@ test.describe('jupyter-compress tuning panel, the first hour', () => {
     // a new kernel: the panel's widget models are gone
     const before = await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.session.kernel.id);
     await page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.sessionContext.changeKernel({ name: 'python3' }));
-    await expect.poll(() => page.evaluate(() => {
-      const k = (window as any).jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-      return k.status === 'idle' ? k.id : '';
-    })).not.toMatch(new RegExp(`^(${before})?$`));
+    await expect.poll(() => page.evaluate(async () => {
+      const k = (window as any).jupyterapp.shell.currentWidget.sessionContext.session?.kernel;
+      if (!k) {
+        return '';
+      }
+      // the connection can miss the new kernel's first 'idle' (sent before it was listening; this poll once waited
+      // 60 s on a kernel that was up): its kernel_info reply says it is up too
+      const answered = await Promise.race([k.info.then(() => true), new Promise(r => setTimeout(() => r(false), 2000))]);
+      return k.status === 'idle' || (answered && k.connectionStatus === 'connected') ? k.id : '';
+    }), { timeout: 120_000 }).not.toMatch(new RegExp(`^(${before})?$`));
 
     // reopened with the new kernel: the saved output is drawn from the notebook file
     await page.notebook.close();
